@@ -1,0 +1,177 @@
+"""The answering core: retrieve, decide, generate, verify. No Discord here.
+
+`Answerer.stream()` yields events so any front end (terminal, Discord) can show the
+answer as it is written; `Answerer.ask()` collects them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bot.citations import Citation, consulted, content_words, verify
+from bot.llm import LLM, GenerationParams, LLMError
+from bot.prompts import STOP, answer_messages
+from store.retrieval import Retriever
+from store.types import Hit
+
+log = logging.getLogger(__name__)
+
+Status = Literal["answered", "cautious", "declined", "failed"]
+
+DECLINE = "I couldn't find anything about that in the documents I have."
+CAUTION = "The closest passages are only loosely related, so treat this answer with care."
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One earlier exchange of a conversation."""
+
+    question: str
+    answer: str
+
+
+@dataclass(slots=True)
+class Answer:
+    question: str
+    text: str = ""
+    status: Status = "answered"
+    note: str = ""  # a caution, a refusal or an error explanation shown to the user
+    citations: list[Citation] = field(default_factory=list)  # cited by the answer, verified
+    consulted: list[Citation] = field(default_factory=list)  # shown when nothing valid was cited
+    hits: list[Hit] = field(default_factory=list)
+    search_query: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def evidence(self) -> list[Citation]:
+        return self.citations or self.consulted
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieved:
+    hits: list[Hit]
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    answer: Answer
+
+
+AnswerEvent = Retrieved | Token | Completed
+
+
+def standalone_query(question: str, history: Sequence[Turn], max_turns: int) -> str:
+    """Make a follow-up ("and how do I remove it?") retrievable on its own.
+
+    A 135M model rewrites queries badly, so this is done by code: the earlier
+    questions' content words that the follow-up lacks are appended to it.
+    """
+    recent = list(history)[-max_turns:] if max_turns > 0 else []
+    if not recent:
+        return question
+    have = set(content_words(question))
+    carried: list[str] = []
+    for turn in reversed(recent):
+        for w in content_words(turn.question):
+            if w not in have and w not in carried:
+                carried.append(w)
+    return f"{question} ({' '.join(carried[:12])})" if carried else question
+
+
+class Answerer:
+    def __init__(
+        self,
+        retriever: Retriever,
+        llm: LLM,
+        *,
+        top_k: int = 4,
+        min_score: float = 0.30,
+        caution_score: float = 0.45,
+        params: GenerationParams | None = None,
+        max_passage_chars: int = 700,
+        history_turns: int = 4,
+    ) -> None:
+        self.retriever = retriever
+        self.llm = llm
+        self.top_k = top_k
+        self.min_score = min_score
+        self.caution_score = caution_score
+        self.params = params or GenerationParams(stop=STOP)
+        if not self.params.stop:
+            self.params = GenerationParams(**{**_params_dict(self.params), "stop": STOP})
+        self.max_passage_chars = max_passage_chars
+        self.history_turns = history_turns
+
+    def ask(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Answer:
+        answer = Answer(question)
+        for event in self.stream(namespace, question, history):
+            if isinstance(event, Completed):
+                answer = event.answer
+        return answer
+
+    def retrieve(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> tuple[str, list[Hit]]:
+        query = standalone_query(question, history, self.history_turns)
+        return query, self.retriever.search(namespace, query, self.top_k)
+
+    def stream(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Iterator[AnswerEvent]:
+        answer = Answer(question)
+        t0 = time.perf_counter()
+        answer.search_query, hits = self.retrieve(namespace, question, history)
+        answer.hits = hits
+        answer.timings["retrieve_ms"] = (time.perf_counter() - t0) * 1000
+        yield Retrieved(hits)
+
+        best = max((h.dense or 0.0 for h in hits), default=0.0)
+        if not hits or best < self.min_score:
+            answer.status, answer.note = "declined", DECLINE
+            yield Completed(answer)
+            return
+        if best < self.caution_score:
+            answer.status, answer.note = "cautious", CAUTION
+
+        chunks = [h.chunk for h in hits]
+        scores = [h.dense or 0.0 for h in hits]
+        messages = answer_messages(question, chunks, max_passage_chars=self.max_passage_chars)
+        pieces: list[str] = []
+        t1 = time.perf_counter()
+        try:
+            for piece in self.llm.stream(messages, self.params):
+                if not pieces:
+                    answer.timings["first_token_ms"] = (time.perf_counter() - t1) * 1000
+                pieces.append(piece)
+                yield Token(piece)
+        except (LLMError, RuntimeError, OSError, ValueError) as exc:
+            log.exception("generation failed")
+            answer.status, answer.note = "failed", f"the model failed: {exc}; try again"
+        answer.timings["generate_ms"] = (time.perf_counter() - t1) * 1000
+        answer.timings["tokens"] = float(len(pieces))
+
+        raw = tidy("".join(pieces))
+        answer.text, answer.citations = verify(raw, chunks, scores, question)
+        if not answer.citations:
+            answer.consulted = consulted(chunks, scores, question, answer.text)
+        yield Completed(answer)
+
+
+def tidy(text: str) -> str:
+    """Trim what small models append: role labels, repeated blank lines, a dangling fragment."""
+    text = re.split(r"\n(?:User|Assistant|Question|Passages?)\s*:", text)[0]
+    # echoed passage headers: "[2] (Title, p. 3)" or "Passage [2]:"
+    text = re.sub(r"(?m)^\s*(?:Passage\s*)?\[?\d+\]?[.:]?\s*\([^()\n]{0,120}\)\s*", "", text)
+    text = re.sub(r"(?m)^\s*Passage\s*\[\d+\]\s*:\s*", "", text)
+    text = re.sub(r"\n{3,}", "\n\n", text).strip()
+    return text
+
+
+def _params_dict(params: GenerationParams) -> dict[str, object]:
+    return {name: getattr(params, name) for name in GenerationParams.__slots__}  # type: ignore[attr-defined]

@@ -1,0 +1,330 @@
+"""Citations are data: the prompt numbers passages, the code maps numbers to sources,
+checks them, and picks the quoted evidence itself, so a quote is always real text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from store.types import Chunk
+
+_MARKER_RE = re.compile(r"\[\s*(\d{1,3}(?:\s*(?:,|;|-|–|and)\s*\d{1,3})*)\s*\]")
+_WORD_RE = re.compile(r"\w+", re.UNICODE)
+_SENTENCE_RE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]*[A-Z0-9])|\n{2,}|\n(?=[-*•]\s)")
+_ABBREV_RE = re.compile(r"\b(?:e\.g|i\.e|etc|vs|Dr|Mr|Mrs|Ms|Prof|Fig|No|St|al)\.$", re.IGNORECASE)
+
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "from",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "here",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "do",
+        "does",
+        "did",
+        "done",
+        "not",
+        "no",
+        "yes",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "have",
+        "has",
+        "had",
+        "having",
+        "i",
+        "you",
+        "he",
+        "she",
+        "we",
+        "they",
+        "me",
+        "him",
+        "her",
+        "us",
+        "them",
+        "my",
+        "your",
+        "his",
+        "our",
+        "their",
+        "than",
+        "then",
+        "so",
+        "such",
+        "into",
+        "about",
+        "over",
+        "under",
+        "also",
+        "only",
+        "just",
+        "more",
+        "most",
+        "some",
+        "any",
+        "each",
+        "other",
+    ]
+)
+
+
+@dataclass(slots=True)
+class Citation:
+    number: int  # the passage number the answer uses, e.g. 2 for "[2]"
+    chunk: Chunk
+    quote: str  # verbatim text from chunk.text, chosen by the code
+    score: float  # retrieval relevance of the passage (cosine)
+
+    @property
+    def location(self) -> str:
+        return self.chunk.where
+
+    @property
+    def jump_url(self) -> str | None:
+        return dict(self.chunk.extra).get("jump_url")
+
+
+def words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD_RE.findall(text)]
+
+
+def content_words(text: str) -> list[str]:
+    return [w for w in words(text) if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of `text` as verbatim substrings (so a quote is always real text)."""
+    parts: list[str] = []
+    start = 0
+    for match in _SENTENCE_RE.finditer(text):
+        candidate = text[start : match.start()]
+        if _ABBREV_RE.search(candidate.rstrip(".\"')]") + "."):
+            continue
+        if candidate.strip():
+            parts.append(candidate.strip())
+        start = match.end()
+    tail = text[start:].strip()
+    if tail:
+        parts.append(tail)
+    return parts
+
+
+def cited_numbers(text: str) -> list[int]:
+    """Every passage number the text cites, in order of first appearance."""
+    seen: list[int] = []
+    for match in _MARKER_RE.finditer(text):
+        for n in _expand(match.group(1)):
+            if n not in seen:
+                seen.append(n)
+    return seen
+
+
+def _expand(group: str) -> list[int]:
+    numbers: list[int] = []
+    for part in re.split(r"\s*(?:,|;|and)\s*", group):
+        if re.fullmatch(r"\d+\s*[-–]\s*\d+", part):
+            lo, hi = (int(x) for x in re.split(r"[-–]", part))
+            if 0 < hi - lo < 10:
+                numbers.extend(range(lo, hi + 1))
+                continue
+        numbers.extend(int(x) for x in re.findall(r"\d+", part))
+    return numbers
+
+
+def strip_invalid_markers(text: str, valid: set[int]) -> str:
+    """Keep only markers that point at a real passage; drop the others entirely."""
+
+    def fix(match: re.Match[str]) -> str:
+        kept = [n for n in dict.fromkeys(_expand(match.group(1))) if n in valid]
+        return "[" + ", ".join(map(str, kept)) + "]" if kept else ""
+
+    cleaned = _MARKER_RE.sub(fix, text)
+    return re.sub(r"[ \t]+([.,;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", cleaned)).strip()
+
+
+def _idf(passages: Sequence[str]) -> dict[str, float]:
+    df: Counter[str] = Counter()
+    for p in passages:
+        df.update(set(content_words(p)))
+    n = max(len(passages), 1)
+    return {w: math.log(1 + n / (1 + c)) + 0.5 for w, c in df.items()}
+
+
+def best_quote(passage: str, evidence_for: str, *, max_chars: int = 300, idf: dict[str, float] | None = None) -> str:
+    """The passage sentence (or two adjacent ones) that best supports `evidence_for`.
+
+    Scored by idf-weighted overlap of content words. The result is a verbatim
+    substring of `passage`, shortened at a word boundary (with '…') if too long.
+    """
+    sentences = split_sentences(passage) or [passage.strip()]
+    target = set(content_words(evidence_for))
+    weights = idf or {}
+
+    def score(sentence: str) -> float:
+        found = set(content_words(sentence)) & target
+        return sum(weights.get(w, 1.0) for w in found) / (1.0 + 0.002 * len(sentence))
+
+    scored = [(score(s), i) for i, s in enumerate(sentences)]
+    best_score, best = max(scored, key=lambda t: (t[0], -t[1]))
+    quote = sentences[best]
+    if len(quote) < 80 and best + 1 < len(sentences):
+        quote = _span(passage, quote, sentences[best + 1])
+    if best_score == 0 and len(sentences) > 1:
+        quote = sentences[0]
+    return shorten(quote, max_chars, around=target)
+
+
+def _span(passage: str, first: str, second: str) -> str:
+    start = passage.find(first)
+    end = passage.find(second, start + len(first))
+    if start < 0 or end < 0:
+        return first
+    return passage[start : end + len(second)]
+
+
+def shorten(text: str, max_chars: int, around: set[str] | None = None) -> str:
+    """Cut `text` to at most max_chars at word boundaries, keeping the part with most target words."""
+    text = " ".join(text.split())
+    if len(text) <= max_chars:
+        return text
+    tokens = text.split(" ")
+    best_start, best_hits, start = 0, -1, 0
+    target = around or set()
+    # slide a window of whole words; keep the window with most target words
+    for i in range(len(tokens)):
+        window, length = [], 0
+        for tok in tokens[i:]:
+            if length + len(tok) + 1 > max_chars - 2:
+                break
+            window.append(tok)
+            length += len(tok) + 1
+        hits = sum(1 for t in window if re.sub(r"\W", "", t.lower()) in target)
+        if hits > best_hits:
+            best_hits, best_start, start = hits, i, len(window)
+    piece = " ".join(tokens[best_start : best_start + start])
+    prefix = "…" if best_start > 0 else ""
+    suffix = "…" if best_start + start < len(tokens) else ""
+    return prefix + piece + suffix
+
+
+def sentences_citing(answer: str, number: int) -> str:
+    """The answer sentences that cite passage `number` (the claim its quote must support)."""
+    picked = [s for s in split_sentences(answer) if number in cited_numbers(s)]
+    return " ".join(picked) or answer
+
+
+def support(sentence: str, passage: str) -> float:
+    """Share of the sentence's content words that the passage contains (0..1)."""
+    claim = set(content_words(sentence))
+    if len(claim) < 2:
+        return 0.0
+    return len(claim & set(content_words(passage))) / len(claim)
+
+
+def attribute(answer: str, chunks: Sequence[Chunk], *, threshold: float = 0.6) -> str:
+    """Add markers, by code, to answer sentences that a passage clearly supports.
+
+    Used when the model cited nothing valid (small models rarely cite): a sentence
+    gets "[n]" only if passage n contains at least `threshold` of its content words.
+    """
+    out = []
+    for sentence in split_sentences(answer):
+        if cited_numbers(sentence):
+            out.append(sentence)
+            continue
+        scored = [(support(sentence, c.text), n) for n, c in enumerate(chunks, start=1)]
+        best, n = max(scored, default=(0.0, 0))
+        out.append(f"{sentence} [{n}]" if best >= threshold else sentence)
+    return " ".join(out)
+
+
+def verify(
+    answer: str, chunks: Sequence[Chunk], scores: Sequence[float], question: str, *, max_quote: int = 300
+) -> tuple[str, list[Citation]]:
+    """Drop invalid markers from `answer` and build a citation for each valid one.
+
+    If the model cited nothing valid, sentences clearly supported by a passage are
+    attributed to it by code; unsupported text gets no citation.
+    """
+    valid = set(range(1, len(chunks) + 1))
+    cleaned = strip_invalid_markers(answer, valid)
+    if not cited_numbers(cleaned):
+        cleaned = attribute(cleaned, chunks)
+    idf = _idf([c.text for c in chunks])
+    citations = []
+    for n in cited_numbers(cleaned):
+        chunk = chunks[n - 1]
+        claim = sentences_citing(cleaned, n)
+        quote = best_quote(chunk.text, f"{question} {claim}", max_chars=max_quote, idf=idf)
+        citations.append(Citation(n, chunk, quote, scores[n - 1]))
+    return cleaned, citations
+
+
+def consulted(
+    chunks: Sequence[Chunk],
+    scores: Sequence[float],
+    question: str,
+    answer: str = "",
+    *,
+    limit: int = 3,
+    max_quote: int = 300,
+) -> list[Citation]:
+    """The best supporting passages, shown when the model cited nothing valid."""
+    idf = _idf([c.text for c in chunks])
+    out = []
+    for n, (chunk, score) in enumerate(zip(chunks, scores, strict=True), start=1):
+        if n > limit:
+            break
+        out.append(
+            Citation(n, chunk, best_quote(chunk.text, f"{question} {answer}", max_chars=max_quote, idf=idf), score)
+        )
+    return out

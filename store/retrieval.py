@@ -1,0 +1,166 @@
+"""Retrieval: dense (Chroma), lexical (BM25) or both fused, with an optional reranker."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+from store.chroma import ChromaStore, namespace_key
+from store.embedder import Embedder
+from store.lexical import LexicalIndexes
+from store.types import Hit
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["dense", "lexical", "hybrid"]
+
+
+class Reranker(Protocol):
+    """Scores (query, passage) pairs; higher is more relevant."""
+
+    name: str
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]: ...
+
+
+class CrossEncoderReranker:
+    """A sentence-transformers CrossEncoder (a local folder, or a hub id on a networked machine)."""
+
+    def __init__(self, model: str, device: str = "cpu") -> None:
+        self.name = model
+        self.device = device
+        self._model: object | None = None
+
+    def score(self, query: str, passages: Sequence[str]) -> list[float]:
+        if self._model is None:
+            from sentence_transformers import CrossEncoder
+
+            self._model = CrossEncoder(self.name, device=self.device)
+        scores = self._model.predict([(query, p) for p in passages], show_progress_bar=False)  # type: ignore[attr-defined]
+        return [float(s) for s in scores]
+
+
+def rrf_fuse(rankings: Sequence[Sequence[str]], weights: Sequence[float], k: int = 60) -> dict[str, float]:
+    """Weighted reciprocal rank fusion: sum of weight / (k + rank), rank starting at 1."""
+    fused: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, cid in enumerate(ranking, start=1):
+            fused[cid] = fused.get(cid, 0.0) + weight / (k + rank)
+    return fused
+
+
+@dataclass(slots=True)
+class Timings:
+    """Milliseconds per retrieval stage of the last search (for benchmarks)."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+class Retriever:
+    def __init__(
+        self,
+        store: ChromaStore,
+        embedder: Embedder,
+        lexical: LexicalIndexes,
+        *,
+        mode: Mode = "hybrid",
+        candidates: int = 40,
+        rrf_k: int = 60,
+        dense_weight: float = 1.0,
+        lexical_weight: float = 1.0,
+        reranker: Reranker | None = None,
+        rerank_candidates: int = 20,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.lexical = lexical
+        self.mode = mode
+        self.candidates = candidates
+        self.rrf_k = rrf_k
+        self.dense_weight = dense_weight
+        self.lexical_weight = lexical_weight
+        self.reranker = reranker
+        self.rerank_candidates = rerank_candidates
+        self.last = Timings()
+
+    def lexical_index(self, namespace: str):  # type: ignore[no-untyped-def]
+        generation = self.store.refresh(namespace)
+        return self.lexical.get(namespace_key(namespace), generation, lambda: self.store.iter_live_texts(namespace))
+
+    def search(self, namespace: str, query: str, k: int) -> list[Hit]:
+        """The k best live chunks for `query`, each with its dense (cosine) score filled in."""
+        stages: dict[str, float] = {}
+        t0 = time.perf_counter()
+        vector = self.embedder.embed_query(query)
+        stages["embed"] = (time.perf_counter() - t0) * 1000
+        pool = max(k, self.candidates if self.mode == "hybrid" or self.reranker else k)
+
+        dense: list[Hit] = []
+        if self.mode in ("dense", "hybrid"):
+            t = time.perf_counter()
+            dense = self.store.query(namespace, vector, pool)
+            stages["dense"] = (time.perf_counter() - t) * 1000
+        lexical: list[tuple[str, float]] = []
+        if self.mode in ("lexical", "hybrid"):
+            t = time.perf_counter()
+            lexical = self.lexical_index(namespace).search(query, pool)
+            live = self.store.live_ids(namespace)
+            lexical = [(cid, s) for cid, s in lexical if cid in live]
+            stages["lexical"] = (time.perf_counter() - t) * 1000
+
+        t = time.perf_counter()
+        hits = self._combine(namespace, vector, dense, lexical)
+        stages["fuse"] = (time.perf_counter() - t) * 1000
+
+        if self.reranker is not None and hits:
+            t = time.perf_counter()
+            head = hits[: self.rerank_candidates]
+            scores = self.reranker.score(query, [h.chunk.embed_text for h in head])
+            for hit, score in zip(head, scores, strict=True):
+                hit.score = score
+            hits = sorted(head, key=lambda h: h.score, reverse=True)
+            stages["rerank"] = (time.perf_counter() - t) * 1000
+        self.last = Timings(stages)
+        return hits[:k]
+
+    def _combine(
+        self, namespace: str, vector: np.ndarray, dense: list[Hit], lexical: list[tuple[str, float]]
+    ) -> list[Hit]:
+        if self.mode == "dense":
+            return dense
+        by_id = {h.chunk.id: h for h in dense}
+        lex_scores = dict(lexical)
+        missing = [cid for cid, _ in lexical if cid not in by_id]
+        if missing:
+            for chunk, sim in self._with_similarity(namespace, vector, missing):
+                by_id[chunk.id] = Hit(chunk=chunk, score=0.0, dense=sim)
+        for cid, hit in by_id.items():
+            hit.lexical = lex_scores.get(cid)
+        if self.mode == "lexical":
+            ranking = [cid for cid, _ in lexical if cid in by_id]
+            for cid in ranking:
+                by_id[cid].score = lex_scores[cid]
+            return [by_id[cid] for cid in ranking]
+        fused = rrf_fuse(
+            [[h.chunk.id for h in dense], [cid for cid, _ in lexical]],
+            [self.dense_weight, self.lexical_weight],
+            k=self.rrf_k,
+        )
+        for cid, score in fused.items():
+            if cid in by_id:
+                by_id[cid].score = score
+        return sorted((by_id[c] for c in fused if c in by_id), key=lambda h: h.score, reverse=True)
+
+    def _with_similarity(self, namespace: str, vector: np.ndarray, ids: list[str]):  # type: ignore[no-untyped-def]
+        """Chunks for lexical-only candidates, with their cosine similarity to the query."""
+        chunks = self.store.get_chunks(namespace, ids)
+        if not chunks:
+            return []
+        vectors = self.store.get_vectors(namespace, [c.id for c in chunks])
+        sims = vectors @ np.asarray(vector, dtype=np.float32)
+        return list(zip(chunks, (float(s) for s in sims), strict=True))

@@ -1,0 +1,107 @@
+"""The project's own small data types, shared by ingest, store and the answering core.
+
+Public signatures use these, never Chroma, llama.cpp or discord types.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+
+def content_hash(text: str) -> str:
+    """A short, stable hash of a chunk's text (its identity inside a document)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def document_id_for(source: str) -> str:
+    """A document's id derives from its source (path, URL or Discord attachment key)."""
+    return "d" + hashlib.sha256(source.encode("utf-8")).hexdigest()[:15]
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A piece of a loaded document before chunking: one PDF page or one Markdown section."""
+
+    text: str
+    page: int | None = None  # 1-based PDF page number
+    heading: str = ""  # heading path, e.g. "Setup > Discord"
+
+
+@dataclass(slots=True)
+class LoadedDocument:
+    """What a loader returns: the document's text split into pages or sections."""
+
+    source: str
+    title: str
+    kind: str  # "pdf", "markdown", "text", "html"
+    sections: list[Section]
+    pages: int = 0  # PDF page count (0 for other kinds)
+    pages_without_text: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    extra: dict[str, str] = field(default_factory=dict)  # e.g. {"jump_url": ...}
+
+    @property
+    def doc_id(self) -> str:
+        return document_id_for(self.source)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a document sized for the embedding model, with everything a citation needs."""
+
+    doc_id: str
+    index: int
+    text: str  # the text shown and quoted (no heading prefix)
+    title: str
+    source: str
+    page: int | None = None
+    section: str = ""
+    extra: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def hash(self) -> str:
+        return content_hash(self.text)
+
+    @property
+    def id(self) -> str:
+        return f"{self.doc_id}:{self.hash}"
+
+    @property
+    def embed_text(self) -> str:
+        """What the encoder sees: title and section give context to a bare passage."""
+        head = " > ".join(p for p in (self.title, self.section) if p)
+        return f"{head}\n{self.text}" if head else self.text
+
+    @property
+    def where(self) -> str:
+        """Human-readable location: 'p. 3', 'Setup > Discord', or ''."""
+        if self.page is not None:
+            return f"p. {self.page}"
+        return self.section
+
+
+@dataclass(slots=True)
+class Hit:
+    """A retrieved chunk with its scores."""
+
+    chunk: Chunk
+    score: float  # fused or reranked score used for ordering
+    dense: float | None = None  # cosine similarity, when dense retrieval saw it
+    lexical: float | None = None  # BM25 score, when lexical retrieval saw it
+
+
+@dataclass(slots=True)
+class DocumentInfo:
+    """One stored document, as listed by `sources`."""
+
+    doc_id: str
+    title: str
+    source: str
+    kind: str
+    chunks: int
+    pages: int
+    ingested_at: str
+    content_hash: str
+    chunk_ids: list[str] = field(default_factory=list)
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from bot.answer import Completed, Retrieved, Token, Turn, standalone_query
+from bot.prompts import SYSTEM
+from tests.fakes import cite_first_passage
+
+NS = "default"
+
+
+def test_answer_cites_verified_passages_with_quotes(service, docs_dir, fake_llm):
+    service.ingest_paths(NS, [docs_dir])
+    fake_llm.replies = [cite_first_passage]
+    answer = service.ask(NS, "Where is the Discord token read from?")
+    assert answer.status == "answered"
+    assert answer.citations, answer
+    cite = answer.citations[0]
+    assert "DISCORD_TOKEN" in cite.quote
+    assert cite.quote in cite.chunk.text  # verbatim
+    assert cite.chunk.section == "Deploying > Tokens"
+
+
+def test_prompt_numbers_passages_and_starts_with_fixed_system_prompt(service, docs_dir, fake_llm):
+    service.ingest_paths(NS, [docs_dir])
+    service.ask(NS, "When are invoices sent?")
+    messages = fake_llm.calls[-1]
+    assert messages[0].role == "system" and messages[0].content == SYSTEM
+    user = messages[-1].content
+    assert "[1] (billing.txt" in user
+    assert "Question: When are invoices sent?" in user
+    assert "<script>" not in user and "alert" not in user
+
+
+def test_no_relevant_passage_declines_without_calling_the_model(service, docs_dir, fake_llm):
+    service.ingest_paths(NS, [docs_dir])
+    answer = service.ask(NS, "quantum chromodynamics lattice gauge theory")
+    assert answer.status == "declined"
+    assert "couldn't find" in answer.note
+    assert fake_llm.calls == []
+
+
+def test_empty_namespace_declines(service, fake_llm):
+    answer = service.ask("empty", "anything at all?")
+    assert answer.status == "declined" and fake_llm.calls == []
+
+
+def test_invalid_citation_numbers_never_shown(service, docs_dir, fake_llm):
+    service.ingest_paths(NS, [docs_dir])
+    fake_llm.replies = ["Refunds take ten business days [9]. Invoices go out monthly [0]."]
+    answer = service.ask(NS, "How long do refunds take?")
+    assert "[9]" not in answer.text and "[0]" not in answer.text
+    assert all(1 <= c.number <= len(answer.hits) for c in answer.evidence)
+    assert answer.evidence, "falls back to supported or consulted passages"
+    assert all(c.quote in c.chunk.text for c in answer.evidence)
+
+
+def test_stream_events_in_order(service, docs_dir, fake_llm):
+    service.ingest_paths(NS, [docs_dir])
+    fake_llm.replies = ["Roses need six hours of sun [1]."]
+    events = list(service.ask_stream(NS, "How much sun do roses need?"))
+    assert isinstance(events[0], Retrieved)
+    assert all(isinstance(e, Token) for e in events[1:-1]) and len(events) > 3
+    assert isinstance(events[-1], Completed)
+    assert "".join(e.text for e in events[1:-1]).startswith("Roses need")
+
+
+def test_model_failure_ends_with_explanation(service, docs_dir, fake_llm):
+    service.ingest_paths(NS, [docs_dir])
+    fake_llm.fail_after = 2
+    fake_llm.replies = ["Roses need six hours of sun [1]."]
+    answer = service.ask(NS, "How much sun do roses need?")
+    assert answer.status == "failed"
+    assert answer.note.startswith("the model failed:") and "try again" in answer.note
+
+
+def test_follow_up_question_carries_earlier_topic():
+    history = [Turn("How do refunds work for invoices?", "Refunds take ten days [1].")]
+    query = standalone_query("and how long do they take?", history, max_turns=4)
+    assert "refunds" in query and "invoices" in query
+    assert standalone_query("hello there", history, max_turns=0) == "hello there"
+
+
+def test_summary_of_document_cites_real_text(service, docs_dir, fake_llm):
+    service.ingest_paths(NS, [docs_dir])
+    fake_llm.replies = ["The bot runs on a single server [1]. The token comes from DISCORD_TOKEN [2]."]
+    answer = service.collect(service.summarize_document_stream(NS, "deploy.md"))
+    assert answer.citations
+    assert all(c.quote in c.chunk.text for c in answer.citations)
+    assert "Summarise" in fake_llm.last_prompt

@@ -1,0 +1,81 @@
+from bot.citations import (
+    attribute,
+    best_quote,
+    cited_numbers,
+    consulted,
+    split_sentences,
+    strip_invalid_markers,
+    verify,
+)
+from store.types import Chunk
+
+
+def chunk(text: str, n: int = 0, page: int | None = None) -> Chunk:
+    return Chunk(doc_id=f"d{n}", index=0, text=text, title=f"Doc {n}", source=f"/docs/{n}.md", page=page)
+
+
+PASSAGES = [
+    chunk("The bot stores vectors in Chroma. Each guild has its own collection, so documents never leak.", 1),
+    chunk("Set RAGCORD_LLM_MODEL_PATH to a GGUF file to use a bigger model. Any llama.cpp model works.", 2, page=7),
+]
+
+
+def test_cited_numbers_handles_lists_and_ranges():
+    assert cited_numbers("A [1]. B [2, 3]. C [4-5] and [1].") == [1, 2, 3, 4, 5]
+    assert cited_numbers("no markers here") == []
+
+
+def test_invalid_markers_are_removed_and_valid_kept():
+    text = strip_invalid_markers("Use a GGUF file [2][7]. Vectors live in Chroma [1, 9].", {1, 2})
+    assert text == "Use a GGUF file [2]. Vectors live in Chroma [1]."
+
+
+def test_verify_keeps_only_existing_numbers_with_verbatim_quotes():
+    text, cites = verify(
+        "Point RAGCORD_LLM_MODEL_PATH at a GGUF file [2]. It runs on Mars [5].",
+        PASSAGES,
+        [0.8, 0.7],
+        "How do I use a bigger model?",
+    )
+    assert "[5]" not in text
+    assert [c.number for c in cites] == [2]
+    assert cites[0].quote in PASSAGES[1].text  # real text, chosen by code
+    assert "GGUF" in cites[0].quote
+    assert cites[0].location == "p. 7"
+
+
+def test_quote_picks_the_supporting_sentence():
+    passage = "Intro sentence about nothing much. The tower is 330 metres tall. It was finished in 1889."
+    assert (
+        best_quote(passage, "How tall is the tower? 330 metres")
+        == "The tower is 330 metres tall. It was finished in 1889."
+    )
+    assert best_quote(passage, "When was it finished? 1889").endswith("It was finished in 1889.")
+
+
+def test_long_quote_is_shortened_at_word_boundaries_and_stays_verbatim():
+    passage = " ".join(f"word{i}" for i in range(200)) + " needle here."
+    quote = best_quote(passage, "needle", max_chars=80)
+    assert len(quote) <= 82
+    assert "needle" in quote
+    assert quote.strip("…") in passage
+
+
+def test_attribution_by_code_only_for_supported_sentences():
+    answer = "Each guild has its own collection in Chroma. Bananas are yellow and tasty."
+    marked = attribute(answer, PASSAGES)
+    assert marked.startswith("Each guild has its own collection in Chroma. [1]")
+    assert "tasty. [" not in marked
+
+
+def test_verify_falls_back_to_no_citation_for_unsupported_text():
+    text, cites = verify("Bananas are yellow fruit grown in warm places.", PASSAGES, [0.5, 0.4], "bananas?")
+    assert cites == []
+    shown = consulted(PASSAGES, [0.5, 0.4], "bananas?", text)
+    assert [c.number for c in shown] == [1, 2]
+    assert all(c.quote in p.text for c, p in zip(shown, PASSAGES, strict=True))
+
+
+def test_sentence_split_keeps_abbreviations_and_numbers():
+    parts = split_sentences("Use e.g. a GGUF file. Version 3.5 is fine! Done")
+    assert parts == ["Use e.g. a GGUF file.", "Version 3.5 is fine!", "Done"]

@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+NS = "default"
+
+
+def statuses(results):
+    return {Path(r.source).name: r.status for r in results}
+
+
+def test_first_ingest_adds_and_reingest_embeds_nothing(service, docs_dir, embedder):
+    first = service.ingest_paths(NS, [docs_dir])
+    assert statuses(first) == {"billing.txt": "added", "deploy.md": "added", "garden.html": "added"}
+    embedded = embedder.embedded
+    assert embedded == sum(r.chunks for r in first) > 0
+
+    again = service.ingest_paths(NS, [docs_dir])
+    assert set(statuses(again).values()) == {"unchanged"}
+    assert embedder.embedded == embedded  # nothing re-embedded
+    assert len(service.documents(NS)) == 3
+
+
+def test_changed_document_replaces_old_chunks(service, docs_dir, embedder):
+    service.ingest_paths(NS, [docs_dir])
+    before = embedder.embedded
+    (docs_dir / "billing.txt").write_text(
+        "Invoices are sent on the first Monday of every month. Refunds now take three business days.\n"
+    )
+    results = service.ingest_paths(NS, [docs_dir])
+    assert statuses(results)["billing.txt"] == "updated"
+    assert embedder.embedded > before
+    hits = service.retriever.search(NS, "refunds business days", 5)
+    texts = " ".join(h.chunk.text for h in hits)
+    assert "three business days" in texts and "ten business days" not in texts
+    # no leftovers in the collection: every stored chunk of the document is live
+    info = service.find_document(NS, "billing.txt")
+    assert service.store.orphan_ids(NS, info.doc_id, keep=info.chunk_ids) == []
+
+
+def test_failure_half_way_leaves_previous_version_answerable(service, docs_dir, embedder):
+    service.ingest_paths(NS, [docs_dir])
+    old = service.find_document(NS, "billing.txt")
+    (docs_dir / "billing.txt").write_text("Invoices are now sent weekly. POISON sentence breaks the encoder.\n")
+    embedder.fail_on = "POISON"
+    results = service.ingest_paths(NS, [docs_dir])
+    assert statuses(results)["billing.txt"] == "failed"
+    assert "embedding failed" in next(r.reason for r in results if r.source.endswith("billing.txt"))
+    now = service.find_document(NS, "billing.txt")
+    assert now.chunk_ids == old.chunk_ids and now.content_hash == old.content_hash
+    hits = service.retriever.search(NS, "refunds ten business days", 3)
+    assert any("ten business days" in h.chunk.text for h in hits)
+    assert all("POISON" not in h.chunk.text for h in hits)
+
+
+def test_store_write_failure_rolls_back(service, docs_dir, monkeypatch):
+    service.ingest_paths(NS, [docs_dir])
+    old = service.find_document(NS, "deploy.md")
+    (docs_dir / "deploy.md").write_text("# Deploying\n\nEverything changed: use the launcher script now.\n")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(service.store, "commit_document", boom)
+    results = service.ingest_paths(NS, [docs_dir / "deploy.md"])
+    assert results[0].status == "failed" and "disk full" in results[0].reason
+    monkeypatch.undo()
+    assert service.find_document(NS, "deploy.md").chunk_ids == old.chunk_ids
+    # the new chunks written before the failure were removed again
+    assert service.store.orphan_ids(NS, old.doc_id, keep=old.chunk_ids) == []
+
+
+def test_unsupported_and_missing_files_are_skipped_with_reason(service, tmp_path):
+    (tmp_path / "a.exe").write_bytes(b"MZ\x00\x00binary")
+    (tmp_path / "empty.txt").write_text("")
+    results = service.ingest_paths(NS, [tmp_path / "a.exe", tmp_path / "empty.txt", tmp_path / "missing.md"])
+    assert [r.status for r in results] == ["skipped", "skipped", "skipped"]
+    assert all(r.reason for r in results)
+    assert service.documents(NS) == []
+
+
+def test_forget_removes_chunks_from_dense_and_lexical_search(service, docs_dir):
+    service.ingest_paths(NS, [docs_dir])
+    assert any("Roses" in h.chunk.text for h in service.retriever.search(NS, "roses sun watering", 3))
+    service.forget(NS, "Garden")
+    assert all("Roses" not in h.chunk.text for h in service.retriever.search(NS, "roses sun watering", 3))
+    assert service.retriever.lexical_index(NS).search("roses", 5) == []
+    assert [d.title for d in service.documents(NS)] == ["billing.txt", "Deploying"]
+
+
+def test_lexical_index_follows_ingest_reingest_and_forget(service, docs_dir):
+    service.ingest_paths(NS, [docs_dir])
+    index = service.retriever.lexical_index(NS)
+    live = service.store.live_ids(NS)
+    assert set(index.ids) == live
+    (docs_dir / "billing.txt").write_text("Quarterly invoices replace the monthly ones.\n")
+    service.ingest_paths(NS, [docs_dir])
+    index2 = service.retriever.lexical_index(NS)
+    assert set(index2.ids) == service.store.live_ids(NS) != live
+    assert index2.search("quarterly", 3)
+    service.forget(NS, "billing.txt")
+    assert service.retriever.lexical_index(NS).search("quarterly", 3) == []
+
+
+def test_namespaces_are_isolated(service, docs_dir):
+    service.ingest_paths("g1", [docs_dir / "billing.txt"])
+    service.ingest_paths("g2", [docs_dir / "garden.html"])
+    assert [d.title for d in service.documents("g1")] == ["billing.txt"]
+    assert all("Roses" not in h.chunk.text for h in service.retriever.search("g1", "roses sun", 5))
+    assert all("Invoices" not in h.chunk.text for h in service.retriever.search("g2", "invoices monthly", 5))
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[1])
+    from bot.service import RagService
+    from bot.settings import Settings
+    from store.chroma import ChromaLocation, ChromaStore
+    from tests.fakes import FakeEmbedder, FakeLLM
+    data = Path(sys.argv[2])
+    store = ChromaStore(ChromaLocation(path=data / "chroma"))
+    svc = RagService(store, FakeEmbedder(), llm_factory=FakeLLM, lexical_dir=data / "lexical",
+                     settings=Settings(data_dir=data, _env_file=None))
+    if sys.argv[3] == "ingest":
+        print(svc.ingest_paths("default", [Path(sys.argv[4])])[0].status)
+    else:
+        print(svc.forget("default", sys.argv[4]).title)
+    """
+)
+
+
+@pytest.mark.parametrize("dummy", [0])
+def test_long_lived_reader_sees_another_process_writes(service, tmp_path, dummy):
+    """A bot process keeps its store open while `ragcord ingest` runs in another process."""
+    root = Path(__file__).resolve().parent.parent
+    doc = tmp_path / "late.md"
+    doc.write_text("# Late\n\nThe zeppelin hangar opens at dawn on Tuesdays.\n")
+    other = tmp_path / "other.md"
+    other.write_text("# Other\n\nA note about gardening tools and shovels.\n")
+    service.ingest_paths(NS, [other])
+    assert all("zeppelin" not in h.chunk.text for h in service.retriever.search(NS, "zeppelin hangar", 3))
+
+    out = subprocess.run(
+        [sys.executable, "-c", WRITER, str(root), str(tmp_path), "ingest", str(doc)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "added"
+    hits = service.retriever.search(NS, "zeppelin hangar", 3)
+    assert hits and "zeppelin" in hits[0].chunk.text  # dense and lexical both see it
+    assert hits[0].dense is not None and hits[0].dense > 0.3
+
+    out = subprocess.run(
+        [sys.executable, "-c", WRITER, str(root), str(tmp_path), "forget", "Late"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert all("zeppelin" not in h.chunk.text for h in service.retriever.search(NS, "zeppelin hangar", 3))
