@@ -6,6 +6,7 @@ answer as it is written; `Answerer.ask()` collects them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -108,7 +109,7 @@ class Answerer:
         self.caution_score = caution_score
         self.params = params or GenerationParams(stop=STOP)
         if not self.params.stop:
-            self.params = GenerationParams(**{**_params_dict(self.params), "stop": STOP})
+            self.params = dataclasses.replace(self.params, stop=STOP)
         self.max_passage_chars = max_passage_chars
         self.history_turns = history_turns
 
@@ -171,7 +172,3 @@ def tidy(text: str) -> str:
     text = re.sub(r"(?m)^\s*Passage\s*\[\d+\]\s*:\s*", "", text)
     text = re.sub(r"\n{3,}", "\n\n", text).strip()
     return text
-
-
-def _params_dict(params: GenerationParams) -> dict[str, object]:
-    return {name: getattr(params, name) for name in GenerationParams.__slots__}  # type: ignore[attr-defined]

@@ -180,10 +180,10 @@ def cmd_ask(args: argparse.Namespace, settings: Settings, console: Console) -> i
         raise CliError("empty question")
     service = _service(settings)
     if args.evidence_only:
-        answer = _evidence_only(service, settings, question)
-        _print_answer(console, answer, streamed=False)
-        return 0 if answer.status != "declined" else 2
-    answer = None
+        evidence = _evidence_only(service, settings, question)
+        _print_answer(console, evidence, streamed=False)
+        return 0 if evidence.status != "declined" else 2
+    answer: Answer | None = None
     for event in service.ask_stream(settings.namespace, question):
         if isinstance(event, Token):
             console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
@@ -228,7 +228,7 @@ def cmd_summarize(args: argparse.Namespace, settings: Settings, console: Console
     from bot.answer import Completed, Token
 
     service = _service(settings)
-    answer = None
+    answer: Answer | None = None
     for event in service.summarize_document_stream(settings.namespace, args.document):
         if isinstance(event, Token):
             console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)

@@ -145,7 +145,7 @@ class Ingestor:
     ) -> list[IngestResult]:
         files, refused = discover(paths)
         state = IngestProgress(files_total=len(files) + len(refused), files_done=len(refused))
-        sources = ((lambda f=f: f.read_bytes(), f.name, str(f.resolve()), None, {}) for f in files)
+        sources: Iterator[tuple] = ((lambda f=f: f.read_bytes(), f.name, str(f.resolve()), None, {}) for f in files)
         return refused + self._run(namespace, sources, state, progress)
 
     def ingest_bytes(

@@ -1,0 +1,124 @@
+"""Integration: the real CLI, real GGUF model, real encoder, real on-disk Chroma, and a real `chroma run` server.
+
+Slower than the unit tests (tens of seconds) but part of `make test`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def ragcord(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RAGCORD_", "CHROMA_", "DISCORD_"))}
+    clean.update(RAGCORD_DATA_DIR=str(tmp_path / "data"), HF_HUB_OFFLINE="1", COLUMNS="200", PYTHONPATH=str(ROOT))
+    return clean
+
+
+def test_cli_ingests_docs_and_answers_with_a_verified_citation(env, tmp_path):
+    docs = tmp_path / "docs"
+    shutil.copytree(ROOT / "docs", docs)
+    out = ragcord("ingest", str(docs), env=env)
+    assert out.returncode == 0, out.stderr
+    assert "added" in out.stdout and "failed" not in out.stdout.split("ingest summary")[-1].split("\n", 1)[0]
+
+    again = ragcord("ingest", str(docs), env=env)
+    assert again.returncode == 0 and "0 added" in again.stdout and "0 updated" in again.stdout
+
+    out = ragcord("ask", "How does ragcord check the citations in its answers?", env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Sources" in out.stdout
+    assert "how-it-works" in out.stdout.lower() or "How ragcord works" in out.stdout
+
+    out = ragcord("ask", "What is the boiling point of liquid nitrogen on Neptune?", env=env)
+    assert out.returncode == 2 and "couldn't find" in out.stdout
+
+    listed = ragcord("sources", env=env)
+    assert listed.returncode == 0 and "How ragcord works" in listed.stdout
+    gone = ragcord("forget", "How ragcord works", env=env)
+    assert gone.returncode == 0 and "forgot" in gone.stdout
+    missing = ragcord("forget", "How ragcord works", env=env)
+    assert missing.returncode == 1 and "no document called" in missing.stderr
+
+
+def test_cli_errors_are_one_line_with_nonzero_exit(env):
+    out = ragcord("forget", "nothing-here", env=env)
+    assert out.returncode == 1
+    assert out.stderr.strip().startswith("error:") and "Traceback" not in out.stderr
+    bad = dict(env, RAGCORD_TOP_K="many")
+    out = ragcord("stats", env=bad)
+    assert out.returncode == 1 and "top_k" in out.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path):
+    chroma = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
+    if chroma is None:
+        pytest.fail("the `chroma` command is missing (it comes with chromadb)")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [chroma, "run", "--host", "127.0.0.1", "--port", str(port), "--path", str(tmp_path / "server")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("chroma run did not start within 60 s")
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_service_on_a_real_chroma_server(chroma_server, tmp_path, docs_dir):
+    from bot.service import RagService
+    from bot.settings import Settings
+    from store.chroma import ChromaLocation, ChromaStore
+    from tests.fakes import FakeEmbedder, FakeLLM, cite_first_passage
+
+    settings = Settings(chroma_host=f"http://127.0.0.1:{chroma_server}", data_dir=tmp_path, min_score=0.2, _env_file=None)
+    store = ChromaStore(ChromaLocation(host=settings.chroma_host))
+    llm = FakeLLM([cite_first_passage])
+    svc = RagService(store, FakeEmbedder(), llm_factory=lambda: llm, lexical_dir=tmp_path / "lex", settings=settings)
+    results = svc.ingest_paths("g1", [docs_dir])
+    assert {r.status for r in results} == {"added"}
+    answer = svc.ask("g1", "When are invoices sent?")
+    assert answer.citations and "first Monday" in answer.citations[0].quote
+    # a second client (another process, another machine) sees the same store at once
+    other = ChromaStore(ChromaLocation(host=settings.chroma_host))
+    assert len(other.documents("g1")) == 3 and other.documents("g2") == []
+    svc.forget("g1", "billing.txt")
+    assert len(other.documents("g1")) == 2
