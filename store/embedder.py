@@ -88,6 +88,8 @@ class SentenceTransformerEmbedder:
                 if os.path.isdir(self.model_ref):
                     os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 log.info("loading embedding model %s", self.model_ref)
+                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+                os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
                 from sentence_transformers import SentenceTransformer
 
                 try:

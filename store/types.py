@@ -78,7 +78,9 @@ class Chunk:
         """Human-readable location: 'p. 3', 'Setup > Discord', or ''."""
         if self.page is not None:
             return f"p. {self.page}"
-        return self.section
+        # the heading path usually starts with the document's own title: do not repeat it
+        prefix = f"{self.title} > "
+        return self.section[len(prefix) :] if self.section.startswith(prefix) else self.section
 
 
 @dataclass(slots=True)
