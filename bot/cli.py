@@ -71,8 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("bm25s", "httpx", "chromadb", "sentence_transformers", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in ("bm25s", "httpx", "chromadb", "sentence_transformers", "transformers", "pypdf"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if noisy != "pypdf" else logging.ERROR)
     from pydantic import ValidationError
     from rich.console import Console
 

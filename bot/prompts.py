@@ -23,13 +23,14 @@ STOP = ("<|im_end|>", "<|endoftext|>", "\nQuestion:", "\nPassages:", "\n[Passage
 
 
 def passage_block(chunks: Sequence[Chunk], max_chars: int) -> str:
+    """Numbered passages, text only: with "(title, page)" headers the 135M model echoes the
+    headers instead of answering (measured), and titles are shown to users by code anyway."""
     lines = []
     for n, chunk in enumerate(chunks, start=1):
-        where = f", {chunk.where}" if chunk.where else ""
         text = " ".join(chunk.text.split())
         if len(text) > max_chars:
             text = text[:max_chars].rsplit(" ", 1)[0] + " …"
-        lines.append(f"[{n}] ({chunk.title}{where}) {text}")
+        lines.append(f"[{n}] {text}")
     return "\n".join(lines)
 
 

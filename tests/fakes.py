@@ -102,5 +102,5 @@ class FakeLLM:
 def cite_first_passage(messages: Sequence[Message]) -> str:
     """A reply that restates passage [1]'s first sentence and cites it."""
     user = messages[-1].content
-    match = re.search(r"^\[1\] \([^)]*\) (.+?[.!?])(?:\s|$)", user, re.MULTILINE)
+    match = re.search(r"^\[1\] (.+?[.!?])(?:\s|$)", user, re.MULTILINE)
     return f"{match.group(1)} [1]" if match else "I don't know."

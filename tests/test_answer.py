@@ -25,7 +25,7 @@ def test_prompt_numbers_passages_and_starts_with_fixed_system_prompt(service, do
     messages = fake_llm.calls[-1]
     assert messages[0].role == "system" and messages[0].content == SYSTEM
     user = messages[-1].content
-    assert "[1] (billing.txt" in user
+    assert "[1] Invoices are sent" in user or "[2] Invoices are sent" in user
     assert "Question: When are invoices sent?" in user
     assert "<script>" not in user and "alert" not in user
 

@@ -1,0 +1,1 @@
+"""Turning files into chunks: format loaders, the chunker and the ingestion pipeline."""

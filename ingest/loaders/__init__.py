@@ -1,0 +1,135 @@
+"""Document loaders: bytes of a PDF, Markdown, HTML or text file -> a `LoadedDocument`.
+
+`load_bytes` picks the loader from the file name's suffix, but trusts the content
+over the name: a file starting with ``%PDF`` is read as a PDF whatever it is called,
+and a "text" file full of NUL or control bytes is refused as binary. Every refusal is
+a `LoadError` whose message is one line the user can act on.
+
+The format modules (and pypdf) are imported on first use, not at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path, PurePath
+
+from store.types import LoadedDocument
+
+log = logging.getLogger(__name__)
+
+_KINDS: dict[str, str] = {
+    ".pdf": "pdf",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".text": "text",
+    ".rst": "text",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+}
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_KINDS)
+_READS = "ragcord reads PDF, Markdown, text and HTML"
+_MIB = 1024 * 1024
+
+
+class LoadError(Exception):
+    """A file that cannot be indexed; the message is one line the user can act on."""
+
+
+def load_path(
+    path: Path,
+    *,
+    max_bytes: int,
+    pdf_password: str | None = None,
+    source: str | None = None,
+    title: str | None = None,
+) -> LoadedDocument:
+    """Load a file from disk; `source` defaults to its resolved absolute path."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise LoadError(f"{path} is not a regular file")
+        _check_size(size, path.name, max_bytes)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LoadError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return load_bytes(
+        data,
+        path.name,
+        max_bytes=max_bytes,
+        pdf_password=pdf_password,
+        source=source or str(path.resolve()),
+        title=title,
+    )
+
+
+def load_bytes(
+    data: bytes,
+    filename: str,
+    *,
+    max_bytes: int,
+    pdf_password: str | None = None,
+    source: str,
+    title: str | None = None,
+) -> LoadedDocument:
+    """Load a document from its bytes; `filename` decides the format (content can overrule it)."""
+    name = PurePath(filename).name or filename
+    _check_size(len(data), name, max_bytes)
+    kind = detect_kind(data, name)
+    if kind == "pdf":
+        from ingest.loaders import pdf
+
+        doc = pdf.load(data, filename=name, source=source, password=pdf_password)
+    elif kind == "markdown":
+        from ingest.loaders import markdown
+
+        doc = markdown.load(data, filename=name, source=source)
+    elif kind == "html":
+        from ingest.loaders import html
+
+        doc = html.load(data, filename=name, source=source)
+    else:
+        from ingest.loaders import text
+
+        doc = text.load(data, filename=name, source=source)
+    doc.sections = [s for s in doc.sections if s.text.strip()]
+    if not doc.sections:
+        raise LoadError(f"{name} has no text to index")
+    doc.title = " ".join((title or "").split()) or doc.title or name
+    log.debug("loaded %s: %s, %d sections", source, kind, len(doc.sections))
+    return doc
+
+
+def detect_kind(data: bytes, filename: str) -> str:
+    """The loader for these bytes: "pdf", "markdown", "html" or "text"; LoadError if none fits."""
+    suffix = PurePath(filename).suffix.lower()
+    head = data[:1024]
+    if head.lstrip(b"\x00\t\n\r\x0c ").startswith(b"%PDF") or (suffix == ".pdf" and b"%PDF-" in head):
+        return "pdf"
+    kind = _KINDS.get(suffix)
+    if kind is None:
+        shown = f"'{suffix}'" if suffix else "(no file extension)"
+        raise LoadError(f"{filename}: unsupported file type {shown} ({_READS})")
+    if kind == "pdf":
+        looks_html = head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html"))
+        hint = "it looks like a web page; was it downloaded correctly?" if looks_html else "no %PDF header"
+        raise LoadError(f"{filename} is not a valid PDF ({hint})")
+    return kind
+
+
+def _check_size(size: int, name: str, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise LoadError(
+            f"{name} is {_human_size(size)}, over the {_human_size(max_bytes)} limit "
+            "(raise RAGCORD_MAX_FILE_MB to index it)"
+        )
+
+
+def _human_size(n: int) -> str:
+    if n >= _MIB:
+        return f"{n / _MIB:.1f}".removesuffix(".0") + " MB"
+    if n >= 1024:
+        return f"{n / 1024:.1f}".removesuffix(".0") + " KB"
+    return f"{n} bytes"

@@ -1,0 +1,162 @@
+"""PDF files, via pypdf: one `Section` per page that has text, 1-based page numbers.
+
+Encrypted files are opened with the empty password, then with the configured one.
+Damaged files and pypdf's own failures become a one-line `LoadError`; pages without a
+text layer (scans) are listed in `pages_without_text` with a warning, since OCR is
+not supported.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import time
+from typing import TYPE_CHECKING, Literal
+
+from ingest.loaders import LoadError
+from store.types import LoadedDocument, Section
+
+if TYPE_CHECKING:
+    from pypdf import PageObject, PdfReader
+
+log = logging.getLogger(__name__)
+
+ExtractionMode = Literal["plain", "layout"]
+_PASSWORD_HINT = "pass its password with --pdf-password or RAGCORD_PDF_PASSWORD"
+_LIGATURES = str.maketrans({"ﬀ": "ff", "ﬁ": "fi", "ﬂ": "fl", "ﬃ": "ffi", "ﬄ": "ffl", "ﬅ": "st", "ﬆ": "st"})
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
+_SOFT_HYPHEN_BREAK = re.compile(r"\u00ad[^\S\n]*\n[^\S\n]*")
+_HYPHEN_BREAK = re.compile(r"([^\W_])-[^\S\n]*\n[^\S\n]*(?=([^\W_]))")
+_SPACES = re.compile(r"[^\S\n]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_SLOW_PAGE_SECONDS = 5.0
+
+
+def extract_page_text(page: PageObject, mode: ExtractionMode = "plain") -> str:
+    """The raw text of one page: "plain" follows the content stream, "layout" mimics the page."""
+    if mode == "layout":
+        return page.extract_text(extraction_mode="layout", layout_mode_space_vertically=False)
+    return page.extract_text(extraction_mode="plain")
+
+
+def normalize_text(text: str) -> str:
+    """Join hyphenated line breaks, collapse spaces within lines, keep paragraph breaks."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_LIGATURES)
+    text = _CONTROL.sub(" ", text)
+    text = _SOFT_HYPHEN_BREAK.sub("", text).replace("\u00ad", "")
+    text = _HYPHEN_BREAK.sub(_join_hyphenated, text)
+    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def _join_hyphenated(m: re.Match[str]) -> str:
+    """Join a word broken at a line end: "infor-/mation" -> "information", "COVID-/19" -> "COVID-19"."""
+    before, after = m.group(1), m.group(2)
+    if before.isalpha() and after.isalpha() and after.islower():
+        return before
+    return before + "-"
+
+
+def load(
+    data: bytes, *, filename: str, source: str, password: str | None = None, mode: ExtractionMode = "plain"
+) -> LoadedDocument:
+    reader = open_pdf(data, filename, password)
+    try:
+        pages = list(reader.pages)
+    except Exception as exc:  # pypdf raises many types on damaged page trees
+        raise LoadError(f"{filename} is damaged and cannot be read ({_reason(exc)})") from exc
+    if not pages:
+        raise LoadError(f"{filename} has no pages")
+    doc = LoadedDocument(source=source, title=_metadata_title(reader), kind="pdf", sections=[], pages=len(pages))
+    for number, page in enumerate(pages, start=1):
+        started = time.perf_counter()
+        try:
+            text = normalize_text(extract_page_text(page, mode))
+        except Exception as exc:  # one bad page must not lose the others
+            log.info("%s: page %d: text extraction failed", filename, number, exc_info=True)
+            doc.warnings.append(f"page {number}: text extraction failed ({_reason(exc)})")
+            text = ""
+        elapsed = time.perf_counter() - started
+        if elapsed > _SLOW_PAGE_SECONDS:
+            log.warning("%s: page %d took %.1f s to extract", filename, number, elapsed)
+        if text:
+            doc.sections.append(Section(text, page=number))
+        else:
+            doc.pages_without_text.append(number)
+    if not doc.sections:
+        raise LoadError(f"{filename} has no text layer (a scanned document?); OCR is not supported")
+    if doc.pages_without_text:
+        missing = doc.pages_without_text
+        listed = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+        doc.warnings.append(f"{len(missing)} of {len(pages)} pages have no text (page {listed}); OCR is not supported")
+    return doc
+
+
+def open_pdf(data: bytes, filename: str, password: str | None = None) -> PdfReader:
+    """A reader for the PDF, decrypted if needed; LoadError for damaged or locked files."""
+    from pypdf import PdfReader
+    from pypdf.errors import DependencyError
+
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted:
+            _decrypt(reader, filename, password)
+    except LoadError:
+        raise
+    except DependencyError as exc:
+        raise LoadError(
+            f"{filename} uses encryption that needs the 'cryptography' package (pip install 'pypdf[crypto]')"
+        ) from exc
+    except Exception as exc:  # PdfReadError, PdfStreamError, ValueError, KeyError, ... from a damaged file
+        raise LoadError(f"{filename} is damaged and cannot be read ({_reason(exc)})") from exc
+    return reader
+
+
+def _decrypt(reader: PdfReader, filename: str, password: str | None) -> None:
+    from pypdf import PasswordType
+
+    if reader.decrypt("") != PasswordType.NOT_DECRYPTED:
+        return
+    if not password:
+        raise LoadError(f"{filename} is encrypted; {_PASSWORD_HINT}")
+    if reader.decrypt(password) == PasswordType.NOT_DECRYPTED:
+        raise LoadError(f"{filename} is encrypted and the PDF password given does not open it; {_PASSWORD_HINT}")
+
+
+def _metadata_title(reader: PdfReader) -> str:
+    try:
+        meta = reader.metadata
+        raw = meta.title if meta is not None else None
+    except Exception:  # broken or undecodable Info dictionary: just no title
+        log.debug("unreadable PDF metadata", exc_info=True)
+        return ""
+    return sensible_title(raw if isinstance(raw, str) else "")
+
+
+_PRODUCER_PREFIX = re.compile(r"^(microsoft (word|powerpoint|excel)|untitled)\s*-\s*", re.IGNORECASE)
+_FILENAME_LIKE = re.compile(r"\.(pdf|docx?|odt|rtf|tex|dvi|ps|pptx?|xlsx?|txt|html?|indd|qxd)$", re.IGNORECASE)
+_JUNK_TITLE = re.compile(
+    r"^(untitled( document)?|title|no title|none|pdf|(word |powerpoint )?(document|presentation|book|sheet|slide)"
+    r"\s*\d*)$",
+    re.IGNORECASE,
+)
+
+
+def sensible_title(raw: str) -> str:
+    """A PDF's metadata title if it reads like a title, else "" (many are 'untitled' or a file name)."""
+    title = " ".join(_CONTROL.sub(" ", raw or "").split())
+    title = _PRODUCER_PREFIX.sub("", title)
+    if not title or len(title) < 3 or len(title) > 200 or _JUNK_TITLE.match(title):
+        return ""
+    if _FILENAME_LIKE.search(title) or not any(ch.isalpha() for ch in title):
+        return ""
+    if "\\" in title or title.count("/") > 1:  # a path
+        return ""
+    return title
+
+
+def _reason(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    text = text[:160] + "..." if len(text) > 160 else text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
