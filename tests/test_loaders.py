@@ -333,3 +333,12 @@ def test_text_utf8_bom_latin1_and_utf16() -> None:
 def test_text_strips_stray_control_characters() -> None:
     doc = load(b"bell\x07 and escape\x1b[0m in a log\n" * 3, "log.txt")
     assert doc.sections[0].text.split("\n")[0] == "bell and escape in a log"
+
+
+def test_glyph_code_text_is_treated_as_no_text_layer():
+    from ingest.loaders.pdf import is_readable
+
+    assert is_readable("The quick brown fox jumps over the lazy dog.")
+    assert not is_readable("/g437/g258/g296 /g437/g258 /g3/g17/g18")
+    assert not is_readable("(cid:12)(cid:44)(cid:7) (cid:3)")
+    assert is_readable("Mostly words here with one /g12 code in it.")

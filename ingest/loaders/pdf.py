@@ -40,6 +40,19 @@ def extract_page_text(page: PageObject, mode: ExtractionMode = "plain") -> str:
     return page.extract_text(extraction_mode="plain")
 
 
+_GLYPH_CODES = re.compile(r"/g\d+|\(cid:\d+\)|/uni[0-9A-Fa-f]{4}|[\ufffd\ue000-\uf8ff]")
+
+
+def is_readable(text: str) -> bool:
+    """False when most of a page's 'text' is glyph codes ("/g437", "(cid:12)") or private-use
+    characters: fonts without a Unicode map, which would index as garbage."""
+    visible = len(text) - text.count(" ") - text.count("\n")
+    if visible == 0:
+        return False
+    garbage = sum(len(m) for m in _GLYPH_CODES.findall(text))
+    return garbage / visible < 0.3
+
+
 def normalize_text(text: str) -> str:
     """Join hyphenated line breaks, collapse spaces within lines, keep paragraph breaks."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_LIGATURES)
@@ -80,6 +93,9 @@ def load(
         elapsed = time.perf_counter() - started
         if elapsed > _SLOW_PAGE_SECONDS:
             log.warning("%s: page %d took %.1f s to extract", filename, number, elapsed)
+        if text and not is_readable(text):
+            log.info("%s: page %d: text is glyph codes, not words (fonts without a Unicode map)", filename, number)
+            text = ""
         if text:
             doc.sections.append(Section(text, page=number))
         else:
