@@ -71,8 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("bm25s", "httpx", "chromadb", "sentence_transformers", "transformers", "pypdf"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if noisy != "pypdf" else logging.ERROR)
+    for handler in logging.getLogger().handlers:  # libraries that lower their own loggers' levels stay quiet
+        handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    for noisy in ("bm25s", "httpx", "chromadb", "sentence_transformers", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # warns at length about harmless quirks of real PDFs
     from pydantic import ValidationError
     from rich.console import Console
 
