@@ -1,0 +1,192 @@
+"""`RagBot`: the `commands.Bot` that owns the service, the generation queue and the cogs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import discord
+import yarl
+from discord import app_commands
+from discord.ext import commands
+
+from bot.answer import Answer
+from bot.discord_app.queue import GenerationQueue, Job, Producer, position_text
+from bot.discord_app.streaming import NO_MENTIONS, StreamingReply
+from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.service import RagService
+
+log = logging.getLogger(__name__)
+
+COGS = (
+    "bot.discord_app.cogs.ask",
+    "bot.discord_app.cogs.documents",
+    "bot.discord_app.cogs.summarize",
+    "bot.discord_app.cogs.watcher",
+    "bot.discord_app.cogs.status",
+)
+
+
+def configure_endpoints(settings: Settings) -> None:
+    """Point discord.py at a Discord-compatible server instead of Discord (set before login)."""
+    if settings.discord_api_base:
+        discord.http.Route.BASE = settings.discord_api_base.rstrip("/")
+    if settings.discord_gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+async def say(interaction: discord.Interaction, text: str, *, ephemeral: bool = False) -> None:
+    """Answer an interaction with text, as its response or (after a defer) a follow-up; never pings."""
+    if interaction.response.is_done():
+        await interaction.followup.send(text, ephemeral=ephemeral, allowed_mentions=NO_MENTIONS)
+    else:
+        await interaction.response.send_message(text, ephemeral=ephemeral, allowed_mentions=NO_MENTIONS)
+
+
+class Refused(app_commands.CheckFailure):
+    """An expected refusal (permissions, channel); its message is shown to the user, privately."""
+
+
+class RagTree(app_commands.CommandTree["RagBot"]):
+    async def interaction_check(self, interaction: discord.Interaction[RagBot]) -> bool:
+        """The channel policy for every slash command (autocomplete is just left unanswered)."""
+        bot = interaction.client
+        refusal = ""
+        if interaction.guild is None and not bot.settings.allow_dms:
+            refusal = "I only answer in servers, not in direct messages."
+        elif interaction.guild is not None and not bot.channel_allowed(interaction.channel):
+            refusal = f"I only answer in {bot.allowed_channels_text()}."
+        if refusal and interaction.type is not discord.InteractionType.autocomplete:
+            raise Refused(refusal)
+        return not refusal
+
+    async def on_error(self, interaction: discord.Interaction[RagBot], error: app_commands.AppCommandError) -> None:
+        """The last layer: refusals become a private message; anything else is logged with its traceback."""
+        if isinstance(error, app_commands.CheckFailure):
+            text = str(error) or "You can't use this command here."
+        else:
+            original = getattr(error, "original", error)
+            command = interaction.command.name if interaction.command else "?"
+            log.error("/%s failed", command, exc_info=original)
+            text = f"Something went wrong: {original}. It has been logged; try again."
+        try:
+            await say(interaction, text, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not report an error to the user", exc_info=True)
+
+
+class RagBot(commands.Bot):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        service: RagService | None = None,
+        service_factory: Callable[[], RagService] | None = None,
+        sync_commands: bool = False,
+        **options: object,
+    ) -> None:
+        if service is None and service_factory is None:
+            raise ValueError("RagBot needs a service or a service_factory")
+        intents = discord.Intents.default()
+        intents.message_content = True  # privileged: switched on in the Developer Portal
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            allowed_mentions=NO_MENTIONS,
+            tree_cls=RagTree,
+            help_command=None,
+            **options,  # type: ignore[arg-type]
+        )
+        self.settings = settings
+        self._service = service
+        self._service_factory = service_factory
+        self.sync_commands = sync_commands
+        self.queue = GenerationQueue(rate_limit_per_minute=settings.rate_limit_per_minute)
+        self.ingest_lock = asyncio.Lock()
+        self.started_at = time.monotonic()
+
+    @property
+    def service(self) -> RagService:
+        if self._service is None:
+            raise RuntimeError("the service is not built yet (setup_hook has not run)")
+        return self._service
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def login(self, token: str) -> None:
+        configure_endpoints(self.settings)
+        await super().login(token)
+
+    async def setup_hook(self) -> None:
+        if self._service is None:
+            assert self._service_factory is not None
+            log.info("loading the store, encoder and model…")
+            self._service = await asyncio.to_thread(self._service_factory)
+        await asyncio.to_thread(self._service.warm)
+        self.queue.start()
+        for extension in COGS:
+            await self.load_extension(extension)
+        if self.sync_commands:
+            synced = await self.tree.sync()
+            log.info("synced %d slash commands", len(synced))
+
+    async def on_ready(self) -> None:
+        namespaces = [self.namespace_for(g) for g in self.guilds]
+        counts = await asyncio.to_thread(lambda: sum(len(self.service.documents(ns)) for ns in namespaces))
+        model = getattr(self.service.llm, "name", "?")
+        log.info("ready as %s in %d servers: model %s, %d documents", self.user, len(self.guilds), model, counts)
+
+    async def close(self) -> None:
+        await self.queue.close()
+        await super().close()
+
+    async def on_message(self, message: discord.Message) -> None:
+        """Owner text commands (`@bot sync`) run; everything else may be a question."""
+        if message.author.bot:
+            return
+        if self.user is not None and self.user in message.mentions:
+            ctx = await self.get_context(message)
+            if ctx.valid and await self.is_owner(message.author):
+                await self.invoke(ctx)
+                return
+        self.dispatch("ragcord_message", message)
+
+    # -- policy -------------------------------------------------------------------------------
+    def namespace_for(self, guild: discord.abc.Snowflake | None) -> str:
+        return f"g{guild.id}" if guild is not None else self.settings.dm_namespace
+
+    def channel_allowed(self, channel: object) -> bool:
+        allowed = self.settings.allowed_channels
+        if not allowed or channel is None:
+            return True
+        ids = {getattr(channel, "id", None), getattr(channel, "parent_id", None)}
+        return any(i in allowed for i in ids if i is not None)
+
+    def allowed_channels_text(self) -> str:
+        return ", ".join(f"<#{c}>" for c in self.settings.allowed_channels)
+
+    def is_admin(self, member: discord.abc.User, permissions: discord.Permissions | None = None) -> bool:
+        """The admin role (name or id), or Manage Server."""
+        perms = permissions or getattr(member, "guild_permissions", None)
+        if perms is not None and (perms.manage_guild or perms.administrator):
+            return True
+        wanted = self.settings.admin_role.strip().lower()
+        return any(r.name.lower() == wanted or str(r.id) == wanted for r in getattr(member, "roles", []))
+
+    def admin_requirement(self, command: str) -> str:
+        return f"/{command} needs the **{self.settings.admin_role}** role or the **Manage Server** permission."
+
+    # -- generation -------------------------------------------------------------------------
+    async def generate(self, writer: StreamingReply, user_id: int, produce: Producer, *, label: str) -> Answer | None:
+        """Acknowledge with the writer's first message, queue the generation, wait for the answer."""
+        await writer.start(position_text(self.queue.ahead_of_new(user_id)))
+        if writer.broken:
+            return None
+        job = Job(user_id, produce, writer.consume, on_position=writer.on_position, label=label)
+        await self.queue.submit(job)
+        return writer.answer
+

@@ -1,0 +1,195 @@
+"""This server's documents: /ingest, /sources, /forget (and the document autocomplete)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord_app.client import Refused, say
+from bot.discord_app.streaming import NO_MENTIONS, InteractionTarget, StreamingReply, sanitize
+from bot.service import DocumentNotFound
+
+if TYPE_CHECKING:
+    from bot.discord_app.client import RagBot
+    from ingest.pipeline import IngestProgress, IngestResult
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+PAGE_SIZE = 10
+RESULT_WORDS = {"skipped": "refused"}
+
+
+def admin_only() -> Callable[[T], T]:
+    """Slash-command check: the admin role or Manage Server; the refusal says what is needed."""
+
+    async def predicate(interaction: discord.Interaction[RagBot]) -> bool:
+        bot = interaction.client
+        command = interaction.command.name if interaction.command else "this command"
+        if interaction.guild is None:
+            raise Refused(f"/{command} only works in a server.")
+        if not bot.is_admin(interaction.user, interaction.permissions):
+            raise Refused(f"Sorry: {bot.admin_requirement(command)}")
+        return True
+
+    return app_commands.check(predicate)
+
+
+async def document_choices(interaction: discord.Interaction[RagBot], current: str) -> list[app_commands.Choice[str]]:
+    """Documents of this server only (its namespace), filtered by what was typed."""
+    bot = interaction.client
+    namespace = bot.namespace_for(interaction.guild)
+    docs = await asyncio.to_thread(bot.service.documents, namespace)
+    key = current.strip().lower()
+    choices = []
+    for doc in docs:
+        name = doc.title or doc.source
+        if key and key not in name.lower() and key not in doc.source.lower():
+            continue
+        choices.append(app_commands.Choice(name=name[:100], value=doc.doc_id))
+        if len(choices) == 25:
+            break
+    return choices
+
+
+def result_table(rows: list[tuple[str, str, str, str]]) -> str:
+    """A fixed-width table in a code block (Discord renders no Markdown tables)."""
+    head = ("file", "result", "chunks", "note")
+    width = min(max(len(r[0]) for r in [head, *rows]), 28)
+
+    def line(r: tuple[str, str, str, str]) -> str:
+        name = r[0] if len(r[0]) <= width else r[0][: width - 1] + "…"
+        return f"{name:<{width}}  {r[1]:<9} {r[2]:>6}  {r[3]}".rstrip()
+
+    return "```\n" + "\n".join(line(r) for r in [head, *rows]) + "\n```"
+
+
+def result_row(filename: str, result: IngestResult) -> tuple[str, str, str, str]:
+    note = result.reason
+    if not note and result.pages:
+        note = f"{result.pages} pages"
+    if result.warnings:
+        note = "; ".join([note, *result.warnings]) if note else "; ".join(result.warnings)
+    chunks = str(result.chunks) if result.status in ("added", "updated", "unchanged") else "-"
+    return filename, RESULT_WORDS.get(result.status, result.status), chunks, note[:120]
+
+
+class Documents(commands.Cog):
+    def __init__(self, bot: RagBot) -> None:
+        self.bot = bot
+
+    # -- /ingest ----------------------------------------------------------------------------
+    @app_commands.command(name="ingest", description="Add or update documents: PDF, Markdown, text, HTML.")
+    @app_commands.describe(
+        file="A document to add (re-uploading a file with the same name updates it).",
+        file2="Another document (optional).",
+        file3="Another document (optional).",
+        file4="Another document (optional).",
+        file5="Another document (optional).",
+    )
+    @app_commands.guild_only()
+    @admin_only()
+    async def ingest(
+        self,
+        interaction: discord.Interaction[RagBot],
+        file: discord.Attachment,
+        file2: discord.Attachment | None = None,
+        file3: discord.Attachment | None = None,
+        file4: discord.Attachment | None = None,
+        file5: discord.Attachment | None = None,
+    ) -> None:
+        await interaction.response.defer(thinking=True)
+        bot = self.bot
+        files = [f for f in (file, file2, file3, file4, file5) if f is not None]
+        writer = StreamingReply(InteractionTarget(interaction), interval=bot.settings.edit_interval)
+        await writer.start(f"⏳ reading {len(files)} file{'s' if len(files) != 1 else ''}…")
+        assert interaction.guild is not None
+        namespace = bot.namespace_for(interaction.guild)
+        rows = []
+        async with bot.ingest_lock:
+            for i, attachment in enumerate(files, start=1):
+                step = f"{i}/{len(files)}"
+                rows.append(await self._ingest_one(namespace, interaction.guild.id, attachment, writer, step))
+            if any(r[1] in ("added", "updated") for r in rows):
+                writer.set_status("⏳ indexing…")
+                await asyncio.to_thread(bot.service.prepare_index, namespace)
+        await writer.finish_text(f"**Ingest report**\n{result_table(rows)}")
+
+    async def _ingest_one(
+        self, namespace: str, guild_id: int, attachment: discord.Attachment, writer: StreamingReply, step: str
+    ) -> tuple[str, str, str, str]:
+        service = self.bot.service
+        name = attachment.filename
+        if attachment.size > service.settings.max_file_bytes:
+            limit = service.settings.max_file_mb
+            return name, "refused", "-", f"{attachment.size / 1e6:.1f} MB is over the {limit:g} MB limit"
+        writer.set_status(f"⏳ {step} downloading {name}…")
+        try:
+            data = await attachment.read()
+        except discord.HTTPException as exc:
+            return name, "failed", "-", f"download failed: {exc}"
+        loop = asyncio.get_running_loop()
+
+        def progress(p: IngestProgress) -> None:
+            text = f"⏳ {step} {name}: {p.embedded}/{p.chunks} chunks embedded"
+            loop.call_soon_threadsafe(writer.set_status, text)
+
+        writer.set_status(f"⏳ {step} reading {name}…")
+        result = await asyncio.to_thread(
+            service.ingest_bytes, namespace, data, name, source=f"discord:{guild_id}:{name}", progress=progress
+        )
+        log.info("ingested %s into %s: %s %s", name, namespace, result.status, result.reason)
+        return result_row(name, result)
+
+    # -- /sources ---------------------------------------------------------------------------
+    @app_commands.command(name="sources", description="List this server's documents.")
+    @app_commands.describe(page=f"Page to show ({PAGE_SIZE} documents a page).")
+    async def sources(
+        self, interaction: discord.Interaction[RagBot], page: app_commands.Range[int, 1, 10_000] = 1
+    ) -> None:
+        await interaction.response.defer(thinking=True)
+        namespace = self.bot.namespace_for(interaction.guild)
+        docs = await asyncio.to_thread(self.bot.service.documents, namespace)
+        if not docs:
+            await say(interaction, "No documents yet. An admin can add files with /ingest.")
+            return
+        docs.sort(key=lambda d: d.title.lower())
+        pages = (len(docs) + PAGE_SIZE - 1) // PAGE_SIZE
+        page = min(page, pages)
+        lines = []
+        for n, doc in enumerate(docs[(page - 1) * PAGE_SIZE : page * PAGE_SIZE], start=(page - 1) * PAGE_SIZE + 1):
+            title = discord.utils.escape_markdown(sanitize(doc.title or doc.source))
+            size = f"{doc.pages} pages, " if doc.pages else ""
+            lines.append(f"`{n}.` **{title}** · {doc.kind}, {size}{doc.chunks} chunks · {doc.ingested_at[:10]}")
+        embed = discord.Embed(title=f"Documents ({len(docs)})", description="\n".join(lines))
+        more = f" · /sources page:{page + 1} for more" if page < pages else ""
+        embed.set_footer(text=f"Page {page}/{pages}{more}")
+        await interaction.followup.send(embed=embed, allowed_mentions=NO_MENTIONS)
+
+    # -- /forget ----------------------------------------------------------------------------
+    @app_commands.command(name="forget", description="Remove a document (and everything indexed from it).")
+    @app_commands.describe(document="The document to remove: start typing to search this server's documents.")
+    @app_commands.autocomplete(document=document_choices)
+    @app_commands.guild_only()
+    @admin_only()
+    async def forget(self, interaction: discord.Interaction[RagBot], document: str) -> None:
+        await interaction.response.defer(thinking=True)
+        namespace = self.bot.namespace_for(interaction.guild)
+        try:
+            info = await asyncio.to_thread(self.bot.service.forget, namespace, document)
+        except DocumentNotFound as exc:
+            await say(interaction, f"Nothing removed: {sanitize(str(exc))}.")
+            return
+        await asyncio.to_thread(self.bot.service.prepare_index, namespace)
+        title = discord.utils.escape_markdown(sanitize(info.title))
+        await say(interaction, f"Forgot **{title}** ({info.chunks} chunks).")
+
+
+async def setup(bot: RagBot) -> None:
+    await bot.add_cog(Documents(bot))
