@@ -157,7 +157,8 @@ def _body(content: str) -> bool:
 
 
 async def through_discord(service: Any, questions: Sequence[str]) -> tuple[list[Timing], float, dict[str, int]]:
-    from tests.discord_fake import FakeDiscord, running_bot
+    from tests.discord_fake import FakeDiscord
+    from tests.discord_harness import running_bot
 
     fake = await FakeDiscord(heartbeat_interval=5.0).start()
     guild = fake.add_guild("bench")

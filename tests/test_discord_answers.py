@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from bot.answer import Turn
 from bot.llm import Message
-from tests.discord_fake import EPHEMERAL, INTERVAL, message_payloads, world
+from tests.discord_harness import EPHEMERAL, INTERVAL, message_payloads, world
 from tests.fakes import FakeLLM, cite_first_passage
 
 DEPLOY = (

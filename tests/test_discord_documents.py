@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import textwrap
 
-from tests.discord_fake import EPHEMERAL, world
+from tests.discord_harness import EPHEMERAL, world
 from tests.fakes import FakeLLM, cite_first_passage
 
 HANDBOOK = "# Handbook\n\nNew people get a laptop on their first day. The office opens at eight.\n"

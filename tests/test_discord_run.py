@@ -11,7 +11,8 @@ import pytest
 from bot.service import RagService
 from bot.settings import Settings
 from store.chroma import ChromaLocation, ChromaStore
-from tests.discord_fake import FakeDiscord, running_bot
+from tests.discord_fake import FakeDiscord
+from tests.discord_harness import running_bot
 from tests.fakes import FakeEmbedder, FakeLLM
 
 DEPLOY = (
@@ -124,7 +125,7 @@ async def test_the_fake_enforces_discords_limits():
 
 
 async def test_an_expired_interaction_does_not_stop_the_bot(tmp_path, caplog):
-    from tests.discord_fake import world
+    from tests.discord_harness import world
 
     llm = FakeLLM(default="Start it with the command ragcord bot. [1]")
     async with world(tmp_path, llm, fake_options={"interaction_timeout": 0.0}) as w:

@@ -109,7 +109,8 @@ def test_service_on_a_real_chroma_server(chroma_server, tmp_path, docs_dir):
     from store.chroma import ChromaLocation, ChromaStore
     from tests.fakes import FakeEmbedder, FakeLLM, cite_first_passage
 
-    settings = Settings(chroma_host=f"http://127.0.0.1:{chroma_server}", data_dir=tmp_path, min_score=0.2, _env_file=None)
+    host = f"http://127.0.0.1:{chroma_server}"
+    settings = Settings(chroma_host=host, data_dir=tmp_path, min_score=0.2, _env_file=None)
     store = ChromaStore(ChromaLocation(host=settings.chroma_host))
     llm = FakeLLM([cite_first_passage])
     svc = RagService(store, FakeEmbedder(), llm_factory=lambda: llm, lexical_dir=tmp_path / "lex", settings=settings)
