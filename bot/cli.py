@@ -67,12 +67,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # a long-running bot logs its life at INFO; one-shot commands only warnings unless -v
+    level = logging.INFO if args.verbose or args.command == "bot" else logging.WARNING
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for handler in logging.getLogger().handlers:  # libraries that lower their own loggers' levels stay quiet
-        handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
+        handler.setLevel(level)
     for noisy in ("bm25s", "httpx", "chromadb", "sentence_transformers", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # warns at length about harmless quirks of real PDFs
