@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from store.types import Chunk
 
@@ -191,36 +192,74 @@ def strip_invalid_markers(text: str, valid: set[int]) -> str:
     return re.sub(r"[ \t]+([.,;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", cleaned)).strip()
 
 
+@lru_cache(maxsize=1)
+def _stemmer() -> Callable[[str], str]:
+    try:
+        import Stemmer
+
+        return Stemmer.Stemmer("english").stemWord  # type: ignore[no-any-return]
+    except ImportError:  # pragma: no cover - PyStemmer is a dependency
+        return lambda w: w
+
+
+@lru_cache(maxsize=65536)
+def _stem(word: str) -> str:
+    return _stemmer()(word)
+
+
+def terms(text: str) -> set[str]:
+    """Stemmed content words: 'finished' and 'finish', 'tackles' and 'tackle' match."""
+    return {_stem(w) for w in content_words(text)}
+
+
 def _idf(passages: Sequence[str]) -> dict[str, float]:
     df: Counter[str] = Counter()
     for p in passages:
-        df.update(set(content_words(p)))
+        df.update(terms(p))
     n = max(len(passages), 1)
     return {w: math.log(1 + n / (1 + c)) + 0.5 for w, c in df.items()}
 
 
 def best_quote(passage: str, evidence_for: str, *, max_chars: int = 300, idf: dict[str, float] | None = None) -> str:
-    """The passage sentence (or two adjacent ones) that best supports `evidence_for`.
+    """The passage text that best supports `evidence_for`, at most `max_chars` long.
 
-    Scored by idf-weighted overlap of content words. The result is a verbatim
-    substring of `passage`, shortened at a word boundary (with '…') if too long.
+    Sentences are scored by idf-weighted overlap of stemmed content words (slightly
+    favouring short ones). The quote starts from the best sentence, adds the
+    better-scoring adjacent sentence if it fits, then fills the remaining room with the
+    words that follow (an answer often sits just after the words that match the
+    question), ending with '…' where it cuts. Verbatim text of `passage` (whitespace
+    collapsed); a single over-long sentence is cut around the matching words instead.
     """
-    sentences = split_sentences(passage) or [passage.strip()]
-    target = set(content_words(evidence_for))
+    sentences = [" ".join(s.split()) for s in split_sentences(passage)] or [" ".join(passage.split())]
+    target = terms(evidence_for)
     weights = idf or {}
 
     def score(sentence: str) -> float:
-        found = set(content_words(sentence)) & target
+        found = terms(sentence) & target
         return sum(weights.get(w, 1.0) for w in found) / (1.0 + 0.002 * len(sentence))
 
-    scored = [(score(s), i) for i, s in enumerate(sentences)]
-    best_score, best = max(scored, key=lambda t: (t[0], -t[1]))
-    quote = sentences[best]
-    if len(quote) < 80 and best + 1 < len(sentences):
-        quote = _span(passage, quote, sentences[best + 1])
-    if best_score == 0 and len(sentences) > 1:
-        quote = sentences[0]
-    return shorten(quote, max_chars, around=target)
+    scores = [score(s) for s in sentences]
+    best = max(range(len(sentences)), key=lambda i: (scores[i], -i))
+    if scores[best] == 0:
+        best = 0
+    flat = " ".join(passage.split())
+    start = flat.find(sentences[best])
+    if start < 0 or len(sentences[best]) > max_chars:
+        return shorten(sentences[best], max_chars, around=set(content_words(evidence_for)))
+    end = start + len(sentences[best])
+    neighbours = [j for j in (best + 1, best - 1) if 0 <= j < len(sentences)]
+    for j in sorted(neighbours, key=lambda j: scores[j], reverse=True):  # stable: the next one wins ties
+        at = flat.find(sentences[j], end if j > best else 0)
+        if at >= 0 and max(end, at + len(sentences[j])) - min(start, at) <= max_chars:
+            start, end = min(start, at), max(end, at + len(sentences[j]))
+            break
+    room = max_chars - (end - start) - 1
+    cut = False
+    if room >= 20 and end < len(flat):
+        more = flat[end : end + room + 1]
+        cut = end + room < len(flat)
+        end += len(more.rsplit(" ", 1)[0]) if cut else len(more)
+    return flat[start:end].strip() + ("…" if cut else "")
 
 
 def _span(passage: str, first: str, second: str) -> str:
@@ -287,16 +326,43 @@ def attribute(answer: str, chunks: Sequence[Chunk], *, threshold: float = 0.6) -
     return " ".join(out)
 
 
+def backs(sentence: str, chunk: Chunk, *, threshold: float = 0.5) -> bool:
+    """Whether a passage backs a sentence that cites it: it holds the sentence's content words
+    (all of them for a one- or two-word claim such as "1889", else at least `threshold`)."""
+    claim = terms(_MARKER_RE.sub(" ", sentence))
+    if not claim:
+        return True  # a bare marker: nothing to check
+    have = terms(f"{chunk.title} {chunk.section} {chunk.text}")
+    if len(claim) <= 2:
+        return claim <= have
+    return len(claim & have) / len(claim) >= threshold
+
+
+def drop_unsupported(answer: str, chunks: Sequence[Chunk]) -> str:
+    """Remove markers whose passage does not back the sentence carrying them (a small model
+    often writes "[1]" after anything); the text itself is kept, uncited."""
+    sentences = split_sentences(answer)
+    out, changed = [], False
+    for sentence in sentences:
+        numbers = [n for n in cited_numbers(sentence) if 1 <= n <= len(chunks)]
+        keep = {n for n in numbers if backs(sentence, chunks[n - 1])}
+        if len(keep) < len(numbers):
+            sentence, changed = strip_invalid_markers(sentence, keep), True
+        out.append(sentence)
+    return " ".join(out) if changed else answer
+
+
 def verify(
     answer: str, chunks: Sequence[Chunk], scores: Sequence[float], question: str, *, max_quote: int = 300
 ) -> tuple[str, list[Citation]]:
     """Drop invalid markers from `answer` and build a citation for each valid one.
 
-    If the model cited nothing valid, sentences clearly supported by a passage are
-    attributed to it by code; unsupported text gets no citation.
+    A marker is valid if it names a passage that backs its sentence. If the model cited
+    nothing valid, sentences clearly supported by a passage are attributed to it by
+    code; unsupported text gets no citation.
     """
     valid = set(range(1, len(chunks) + 1))
-    cleaned = strip_invalid_markers(answer, valid)
+    cleaned = drop_unsupported(strip_invalid_markers(answer, valid), chunks)
     if not cited_numbers(cleaned):
         cleaned = attribute(cleaned, chunks)
     idf = _idf([c.text for c in chunks])
@@ -320,11 +386,8 @@ def consulted(
 ) -> list[Citation]:
     """The best supporting passages, shown when the model cited nothing valid."""
     idf = _idf([c.text for c in chunks])
-    out = []
-    for n, (chunk, score) in enumerate(zip(chunks, scores, strict=True), start=1):
-        if n > limit:
-            break
-        out.append(
-            Citation(n, chunk, best_quote(chunk.text, f"{question} {answer}", max_chars=max_quote, idf=idf), score)
-        )
-    return out
+    target = f"{question} {answer}"
+    return [
+        Citation(n, chunk, best_quote(chunk.text, target, max_chars=max_quote, idf=idf), score)
+        for n, (chunk, score) in enumerate(zip(chunks[:limit], scores[:limit], strict=True), start=1)
+    ]

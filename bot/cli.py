@@ -205,7 +205,8 @@ def _evidence_only(service: RagService, settings: Settings, question: str) -> An
     from bot.answer import DECLINE, Answer
     from bot.citations import consulted
 
-    _, hits = service.answerer.retrieve(settings.namespace, question)
+    # the retriever alone: `service.answerer` would load the language model, which this never uses
+    hits = service.retriever.search(settings.namespace, question, settings.top_k)
     answer = Answer(question, hits=hits)
     if not hits or max(h.dense or 0 for h in hits) < settings.min_score:
         answer.status, answer.note = "declined", DECLINE

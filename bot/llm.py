@@ -97,14 +97,16 @@ class LlamaCppLLM:
         except (ValueError, RuntimeError) as exc:
             raise LLMError(f"cannot load {path}: {exc}") from exc
         self.n_ctx = n_ctx
+        self._formatter: Any = None
 
     def count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def render(self, messages: Sequence[Message]) -> str:
         """The prompt text the model's own chat template makes of `messages`."""
-        formatter = self._chat_formatter()
-        return formatter(messages)
+        if self._formatter is None:  # compiling the Jinja template costs milliseconds: once per process
+            self._formatter = self._chat_formatter()
+        return str(self._formatter(messages))
 
     def _chat_formatter(self):  # type: ignore[no-untyped-def]
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     )
     top_k: int = Field(4, description="Passages given to the model per question.")
     min_score: float = Field(
-        0.30,
+        0.32,
         description=(
             "Cosine similarity below which the best passage is not relevant: the bot declines instead of answering."
         ),

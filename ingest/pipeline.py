@@ -8,9 +8,15 @@ Idempotent and atomic per document:
 - the manifest is written last (the commit point); a failure before it removes what
   this attempt added and leaves the previous version intact and answerable.
 
-Loading and chunking run in a background thread while the encoder works, and chunks
-of several documents are encoded together in large batches (the encoder sorts each
-batch by length, so padding stays low).
+Loading and chunking run in a background thread, up to a batch of documents ahead of
+the encoder (`IngestProgress.wait_s` shows any time the encoder starved); in runs of
+many files, PDFs are parsed in a worker process so that pure-Python pypdf does not
+hold the GIL the encoder needs between its torch ops. A writer thread commits each
+encoded batch while the encoder works on the next.
+Chunks of several documents are encoded together in large calls (the encoder sorts
+each call by length, so padding stays low), and the new chunks of all documents in a
+batch go to Chroma in as few writes as its batch limit allows; each document still
+commits on its own manifest record.
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -64,6 +71,9 @@ class IngestProgress:
     embedded: int = 0
     started: float = field(default_factory=time.perf_counter)
     current: str = ""
+    wait_s: float = 0.0  # the encoder waiting for loading and chunking (the prefetch thread fell behind)
+    encode_s: float = 0.0  # inside the encoder
+    write_s: float = 0.0  # writing chunks and manifests to the store
 
     @property
     def chunks_per_second(self) -> float:
@@ -72,6 +82,63 @@ class IngestProgress:
 
 
 ProgressCallback = Callable[[IngestProgress], None]
+
+# Above this many items one read of all manifests beats one read per file.
+_SNAPSHOT_MIN_ITEMS = 16
+# From this many items, PDFs are parsed in a worker process (spawning it costs about a second).
+_PDF_WORKER_MIN_ITEMS = 8
+
+
+class _PdfWorker:
+    """Parses PDFs in one spawned worker process, the rest in the calling thread.
+
+    pypdf is pure Python: parsed in a thread beside the encoder it holds the GIL in 5 ms
+    slices, and every torch op of the encoder waits for it to be released, which slowed
+    the encoder more than the parsing itself costs. In a process it only takes a core's
+    share. If the worker cannot start or dies, parsing goes back to the calling thread
+    for the rest of the run (as it is for small runs).
+    """
+
+    def __init__(self) -> None:
+        self._pool: Any = None
+        self._disabled = False
+
+    def load(self, data: bytes, filename: str, **kwargs: Any) -> LoadedDocument:
+        head = data[:1024].lstrip(b"\x00\t\n\r\x0c ")
+        if self._disabled or not (head.startswith(b"%PDF") or filename.lower().endswith(".pdf")):
+            return load_bytes(data, filename, **kwargs)
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            if self._pool is None:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                # spawn, not fork: this process runs torch and Chroma threads
+                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            doc: LoadedDocument = self._pool.submit(load_bytes, data, filename, **kwargs).result()
+            return doc
+        except (BrokenProcessPool, OSError, ImportError, AttributeError) as exc:
+            log.warning("PDF worker process unusable (%s); parsing PDFs in this process", exc)
+            self.close()
+            self._disabled = True
+            return load_bytes(data, filename, **kwargs)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One document to ingest from memory or anywhere: `read()` returns its bytes when needed."""
+
+    read: Callable[[], bytes]
+    filename: str
+    source: str
+    title: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -145,8 +212,21 @@ class Ingestor:
     ) -> list[IngestResult]:
         files, refused = discover(paths)
         state = IngestProgress(files_total=len(files) + len(refused), files_done=len(refused))
-        sources: Iterator[tuple] = ((lambda f=f: f.read_bytes(), f.name, str(f.resolve()), None, {}) for f in files)
+        sources = (Source(f.read_bytes, f.name, str(f.resolve())) for f in files)
         return refused + self._run(namespace, sources, state, progress)
+
+    def ingest_sources(
+        self,
+        namespace: str,
+        sources: Iterable[Source],
+        *,
+        total: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> list[IngestResult]:
+        """Ingest many documents from memory (a JSONL corpus, a channel export) in shared encoder batches."""
+        if total is None and isinstance(sources, Sequence):
+            total = len(sources)
+        return self._run(namespace, iter(sources), IngestProgress(files_total=total or 0), progress)
 
     def ingest_bytes(
         self,
@@ -160,7 +240,7 @@ class Ingestor:
         progress: ProgressCallback | None = None,
     ) -> IngestResult:
         state = IngestProgress(files_total=1)
-        items = iter([(lambda: data, filename, source, title, extra or {})])
+        items = iter([Source(lambda: data, filename, source, title, extra or {})])
         return self._run(namespace, items, state, progress)[0]
 
     def forget(self, namespace: str, doc_id: str) -> DocumentInfo | None:
@@ -168,24 +248,64 @@ class Ingestor:
 
     # -- the pipeline -------------------------------------------------------------------
     def _run(self, namespace: str, items: Iterator, state: IngestProgress, progress: ProgressCallback | None):  # type: ignore[type-arg, no-untyped-def]
-        results: list[IngestResult] = []
+        """`items` yields `Source`s (or (read, filename, source, title, extra) tuples)."""
         notify = progress or (lambda _s: None)
+        known: dict[str, DocumentInfo] | None = None
+        if state.files_total - state.files_done >= _SNAPSHOT_MIN_ITEMS:
+            known = {d.doc_id: d for d in self.store.documents(namespace)}
+        worker = _PdfWorker() if state.files_total - state.files_done >= _PDF_WORKER_MIN_ITEMS else None
+        load = worker.load if worker is not None else load_bytes
+
+        def prepare(item: Source | tuple) -> _Prepared:  # type: ignore[type-arg]
+            src = item if isinstance(item, Source) else Source(*item)
+            return self._prepare(namespace, src.read, src.filename, src.source, src.title, src.extra, known, load)
+
+        try:
+            return self._pipeline(namespace, items, prepare, state, notify)
+        finally:
+            if worker is not None:
+                worker.close()
+
+    def _pipeline(
+        self,
+        namespace: str,
+        items: Iterator,  # type: ignore[type-arg]
+        prepare: Callable,  # type: ignore[type-arg]
+        state: IngestProgress,
+        notify: ProgressCallback,
+    ) -> list[IngestResult]:
+        results: list[IngestResult] = []
         pending: list[_Prepared] = []
-        for prepared in _prefetch(lambda item: self._prepare(namespace, *item), items):
-            state.current = prepared.result.title
-            state.pages += prepared.result.pages
-            if prepared.doc is None:  # refused, failed or unchanged: nothing to embed
-                results.append(prepared.result)
-                state.files_done += 1
+        # One writer thread commits a batch while the encoder works on the next one; a
+        # document's own steps (add, commit, sweep) stay in order, as do the batches.
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
+        writes: list[Future[None]] = []
+        try:
+            waited = time.perf_counter()
+            # Deep enough that the loader keeps working through a whole encoder batch: with a few
+            # documents of look-ahead the encoder idled while the next batch was parsed.
+            for prepared in _prefetch(prepare, items, depth=max(8, self.batch_chunks // 4)):
+                state.wait_s += time.perf_counter() - waited
+                state.current = prepared.result.title
+                state.pages += prepared.result.pages
+                if prepared.doc is None:  # refused, failed or unchanged: nothing to embed
+                    results.append(prepared.result)
+                    state.files_done += 1
+                    notify(state)
+                    waited = time.perf_counter()
+                    continue
+                state.chunks += len(prepared.chunks)
+                pending.append(prepared)
+                if sum(len(p.to_embed) for p in pending) >= self.batch_chunks:
+                    results.extend(self._flush(namespace, pending, state, notify, writer, writes))
+                    pending = []
                 notify(state)
-                continue
-            state.chunks += len(prepared.chunks)
-            pending.append(prepared)
-            if sum(len(p.to_embed) for p in pending) >= self.batch_chunks:
-                results.extend(self._flush(namespace, pending, state, notify))
-                pending = []
-            notify(state)
-        results.extend(self._flush(namespace, pending, state, notify))
+                waited = time.perf_counter()
+            results.extend(self._flush(namespace, pending, state, notify, writer, writes))
+        finally:
+            writer.shutdown(wait=True)  # every batch handed over is committed (or rolled back) before returning
+        for write in writes:
+            write.result()  # an unexpected error in the writer surfaces here
         return results
 
     def _prepare(
@@ -196,6 +316,8 @@ class Ingestor:
         source: str,
         title: str | None,
         extra: dict[str, str],
+        known: dict[str, DocumentInfo] | None = None,
+        load: Callable[..., LoadedDocument] = load_bytes,
     ) -> _Prepared:
         result = IngestResult(source, title or filename, "skipped", doc_id=document_id_for(source))
         try:
@@ -206,12 +328,12 @@ class Ingestor:
                     "(raise RAGCORD_MAX_FILE_MB)"
                 )
             fingerprint = hashlib.sha256(data + self._settings_sig.encode()).hexdigest()[:24]
-            previous = self.store.document(namespace, result.doc_id)
+            previous = known.get(result.doc_id) if known is not None else self.store.document(namespace, result.doc_id)
             if previous is not None and previous.content_hash == fingerprint and previous.extra == extra:
                 result.status, result.title, result.chunks = "unchanged", previous.title, previous.chunks
                 result.pages = previous.pages
                 return _Prepared(result)
-            doc = load_bytes(
+            doc = load(
                 data, filename, max_bytes=self.max_bytes, pdf_password=self.pdf_password, source=source, title=title
             )
             doc.extra.update(extra)
@@ -227,17 +349,26 @@ class Ingestor:
             log.warning("failed to read %s", source, exc_info=True)
             return _Prepared(result)
         result.title, result.pages, result.chunks, result.warnings = doc.title, doc.pages, len(chunks), doc.warnings
-        reused = self.store.existing_ids(namespace, [c.id for c in chunks])
+        # Only an earlier version of this document can hold chunks with these ids (id = document + text).
+        reused = self.store.existing_ids(namespace, [c.id for c in chunks]) if previous is not None else set()
         return _Prepared(result, doc, chunks, fingerprint, previous, reused)
 
     def _flush(
-        self, namespace: str, pending: list[_Prepared], state: IngestProgress, notify: ProgressCallback
+        self,
+        namespace: str,
+        pending: list[_Prepared],
+        state: IngestProgress,
+        notify: ProgressCallback,
+        writer: ThreadPoolExecutor,
+        writes: list[Future[None]],
     ) -> list[IngestResult]:
+        """Encode the pending documents' new chunks, then hand them to the writer thread."""
         if not pending:
             return []
         todo = [(p, c) for p in pending for c in p.to_embed]
         for start in range(0, len(todo), self.batch_chunks):
             part = todo[start : start + self.batch_chunks]
+            t = time.perf_counter()
             try:
                 vectors = self.embedder.embed([c.embed_text for _, c in part])
             except Exception as exc:  # the encoder failing fails this batch's documents only
@@ -245,27 +376,55 @@ class Ingestor:
                 for p in {id(p): p for p, _ in part}.values():
                     p.result.status, p.result.reason = "failed", f"embedding failed: {exc}"
                 continue
+            finally:
+                state.encode_s += time.perf_counter() - t
             for (p, c), vec in zip(part, vectors, strict=True):
                 p.vectors[c.id] = vec
             state.embedded += len(part)
             notify(state)
-        results = []
-        for p in pending:
-            if p.result.status != "failed":
-                self._commit(namespace, p)
-            results.append(p.result)
-            state.files_done += 1
-            notify(state)
-        return results
+        batch = list(pending)
 
-    def _commit(self, namespace: str, p: _Prepared) -> None:
+        def write() -> None:
+            t = time.perf_counter()
+            ready = [p for p in batch if p.result.status != "failed"]
+            written = self._write_chunks(namespace, ready)
+            for p in batch:
+                if p.result.status != "failed":
+                    self._commit(namespace, p, written=written)
+                state.files_done += 1
+                notify(state)
+            state.write_s += time.perf_counter() - t
+            notify(state)
+
+        writes.append(writer.submit(write))
+        return [p.result for p in batch]  # final once the writer is done (`_pipeline` waits for it)
+
+    def _write_chunks(self, namespace: str, ready: list[_Prepared]) -> bool:
+        """New chunks of all ready documents in one batched write (invisible until each commit).
+
+        False if that write failed: each document then writes (and rolls back) on its own.
+        """
+        new = [(p, c) for p in ready for c in p.to_embed]
+        if len(ready) < 2 or not new:
+            return False
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        try:
+            vectors = np.stack([p.vectors[c.id] for p, c in new])
+            self.store.add_chunks(namespace, [c for _, c in new], vectors, now)
+        except Exception:
+            log.warning("batched write of %d chunks failed; writing document by document", len(new), exc_info=True)
+            return False
+        return True
+
+    def _commit(self, namespace: str, p: _Prepared, *, written: bool = False) -> None:
         assert p.doc is not None
         now = datetime.now(UTC).isoformat(timespec="seconds")
         new = p.to_embed
         added: list[str] = []
         try:
-            vectors = np.stack([p.vectors[c.id] for c in new]) if new else np.zeros((0, 1), np.float32)
-            self.store.add_chunks(namespace, new, vectors, now)
+            if not written:
+                vectors = np.stack([p.vectors[c.id] for c in new]) if new else np.zeros((0, 1), np.float32)
+                self.store.add_chunks(namespace, new, vectors, now)
             added = [c.id for c in new]
             self.store.update_chunk_metadata(namespace, [c for c in p.chunks if c.id in p.reused], now)
             info = DocumentInfo(

@@ -2,6 +2,11 @@
 
 `sentence_transformers` takes 10-16 s to import on a small CPU, so it is imported
 only when a `SentenceTransformerEmbedder` is first used to encode.
+
+A single query is encoded on one torch thread: for a dozen tokens the threads'
+hand-offs cost more than they save, and on a busy machine (the LLM decoding beside
+it) two threads waiting on each other made a query 5-20x slower (bench/scale.py's
+footprint run: 30 ms on one thread, 160-720 ms on two). Batches keep every thread.
 """
 
 from __future__ import annotations
@@ -9,7 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -62,6 +68,7 @@ class SentenceTransformerEmbedder:
         batch_size: int = 32,
         query_prefix: str = "",
         document_prefix: str = "",
+        query_threads: int = 1,
     ) -> None:
         self.model_ref = resolve_model(model)
         self.name = Path(self.model_ref).name if os.path.isdir(self.model_ref) else self.model_ref
@@ -69,8 +76,10 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self.query_prefix = query_prefix
         self.document_prefix = document_prefix
+        self.query_threads = query_threads  # torch threads for one query (0: leave torch's setting)
         self._model: object | None = None
         self._lock = threading.Lock()
+        self._query_lock = threading.Lock()
         self._counter: Callable[[Sequence[str]], list[int]] | None = None
         self.max_tokens = self._read_max_tokens()
 
@@ -128,11 +137,32 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:
-        vectors = self.model.encode(  # type: ignore[attr-defined]
-            [self.query_prefix + text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )
+        model = self.model
+        with self._query_lock, _torch_threads(self.query_threads):
+            vectors = model.encode(  # type: ignore[attr-defined]
+                [self.query_prefix + text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
         return np.asarray(vectors[0], dtype=np.float32)
 
     def warm(self) -> None:
         """Load the model now (bot start-up) rather than on the first question."""
         self.embed_query("warm up")
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """Run the block on `count` torch threads (torch is already imported by the loaded model)."""
+    if count <= 0:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    if previous == count:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

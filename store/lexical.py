@@ -2,17 +2,18 @@
 
 The index is rebuilt from the namespace's live chunks whenever the store's generation
 moves (ingest, forget, another process) and saved beside the store with the
-generation it was built from, so a restart loads it instead of rebuilding.
+generation it was built from, so a restart loads it instead of rebuilding. The
+BM25 settings are part of the saved index too: changing them rebuilds it once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,48 +21,96 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-_TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")
+# Bumped when what the index is built from changes (e.g. titles now included).
+INDEX_FORMAT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Bm25Params:
+    """How text becomes BM25 terms and how terms are weighted.
+
+    Defaults measured on SciFact train claims (bench/retrieval.py): Lucene BM25 with
+    English stemming and stop words; k1/b near the usual values.
+    """
+
+    k1: float = 1.2
+    b: float = 0.75
+    method: str = "lucene"  # bm25s variants: lucene, robertson, atire, bm25l, bm25+
+    stem: bool = True
+    stopwords: bool = True
+
+    @property
+    def signature(self) -> str:
+        return json.dumps({"format": INDEX_FORMAT, **asdict(self)}, sort_keys=True)
+
+
+def tokenize(texts: list[str], params: Bm25Params) -> list[list[str]]:
+    """Lower-cased word terms (2+ characters), stop words dropped, stemmed: as the index sees them."""
+    import bm25s
+
+    tokens = bm25s.tokenize(
+        texts,
+        stopwords="en" if params.stopwords else None,
+        stemmer=_stemmer() if params.stem else None,
+        show_progress=False,
+        return_ids=False,
+    )
+    return [list(t) for t in tokens]
 
 
 class Bm25Index:
     """An immutable BM25 index over (id, text) pairs."""
 
-    def __init__(self, ids: list[str], retriever: Any, generation: str) -> None:
+    def __init__(self, ids: list[str], retriever: Any, generation: str, params: Bm25Params | None = None) -> None:
         self.ids = ids
         self.generation = generation
+        self.params = params or Bm25Params()
         self._retriever = retriever
-        self._stemmer = _stemmer()
+        self._position = {cid: i for i, cid in enumerate(ids)}
 
     @classmethod
-    def build(cls, items: Iterable[tuple[str, str]], generation: str) -> Bm25Index:
+    def build(cls, items: Iterable[tuple[str, str]], generation: str, params: Bm25Params | None = None) -> Bm25Index:
         import bm25s
 
+        params = params or Bm25Params()
         ids: list[str] = []
         texts: list[str] = []
         for cid, text in items:
             ids.append(cid)
             texts.append(text)
         if not ids:
-            return cls([], None, generation)
-        tokens = bm25s.tokenize(texts, stopwords="en", stemmer=_stemmer(), show_progress=False)
-        retriever = bm25s.BM25(k1=1.2, b=0.75)
-        retriever.index(tokens, show_progress=False)
-        return cls(ids, retriever, generation)
+            return cls([], None, generation, params)
+        retriever = bm25s.BM25(k1=params.k1, b=params.b, method=params.method)
+        retriever.index(tokenize(texts, params), show_progress=False)
+        return cls(ids, retriever, generation, params)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def score_all(self, query: str) -> np.ndarray | None:
+        """BM25 score of every indexed chunk for `query` (aligned with `ids`); None if no term matches."""
+        if self._retriever is None:
+            return None
+        terms = [w for w in tokenize([query], self.params)[0] if w in self._retriever.vocab_dict]
+        if not terms:
+            return None
+        return np.asarray(self._retriever.get_scores(terms), dtype=np.float32)
+
+    def score_of(self, scores: np.ndarray | None, chunk_id: str) -> float:
+        """One chunk's entry of a `score_all` result (0 when unknown or nothing matched)."""
+        pos = self._position.get(chunk_id)
+        return float(scores[pos]) if scores is not None and pos is not None else 0.0
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         """Top-k (chunk id, BM25 score), best first; only positive scores."""
-        if self._retriever is None or k <= 0:
-            return []
-        import bm25s
+        return self.top(self.score_all(query), k)
 
-        q = bm25s.tokenize([query], stopwords="en", stemmer=self._stemmer, show_progress=False, return_ids=False)
-        words = [w for w in q[0] if w in self._retriever.vocab_dict]
-        if not words:
+    def top(self, scores: np.ndarray | None, k: int) -> list[tuple[str, float]]:
+        if scores is None or k <= 0:
             return []
-        scores = self._retriever.get_scores(words)
         k = min(k, len(self.ids))
         top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top])]
+        top = top[np.argsort(-scores[top], kind="stable")]
         return [(self.ids[i], float(scores[i])) for i in top if scores[i] > 0]
 
     def save(self, folder: Path) -> None:
@@ -70,18 +119,24 @@ class Bm25Index:
         tmp.mkdir(parents=True)
         if self._retriever is not None:
             self._retriever.save(str(tmp / "bm25"))
-        (tmp / "ids.json").write_text(json.dumps({"generation": self.generation, "ids": self.ids}))
+        meta = {"generation": self.generation, "params": self.params.signature, "ids": self.ids}
+        (tmp / "ids.json").write_text(json.dumps(meta))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
 
     @classmethod
-    def load(cls, folder: Path) -> Bm25Index | None:
+    def load(cls, folder: Path, params: Bm25Params | None = None) -> Bm25Index | None:
+        """The saved index, or None if missing, unreadable or built with other settings."""
         import bm25s
 
+        params = params or Bm25Params()
         try:
             meta = json.loads((folder / "ids.json").read_text())
+            if meta.get("params") != params.signature:
+                log.info("lexical index at %s was built with other settings; it will be rebuilt", folder)
+                return None
             retriever = bm25s.BM25.load(str(folder / "bm25")) if meta["ids"] else None
-            return cls(list(meta["ids"]), retriever, str(meta["generation"]))
+            return cls(list(meta["ids"]), retriever, str(meta["generation"]), params)
         except (OSError, ValueError, KeyError) as exc:
             log.info("lexical index at %s not loadable (%s); it will be rebuilt", folder, exc)
             return None
@@ -99,15 +154,17 @@ def _stemmer() -> Any:
 class LexicalIndexes:
     """One BM25 index per namespace, cached in memory and on disk."""
 
-    def __init__(self, folder: Path | None) -> None:
+    def __init__(self, folder: Path | None, params: Bm25Params | None = None) -> None:
         self.folder = folder
+        self.params = params or Bm25Params()
         self._lock = threading.Lock()
         self._indexes: dict[str, Bm25Index] = {}
+        self.builds = 0  # indexes built (not loaded) by this process: tests and benchmarks read it
 
     def _path(self, key: str) -> Path | None:
         return self.folder / key if self.folder is not None else None
 
-    def get(self, key: str, generation: str, items: Any) -> Bm25Index:
+    def get(self, key: str, generation: str, items: Callable[[], Iterable[tuple[str, str]]]) -> Bm25Index:
         """The index for `generation`, loading or rebuilding it (from `items()`) if stale."""
         with self._lock:
             index = self._indexes.get(key)
@@ -115,12 +172,13 @@ class LexicalIndexes:
                 return index
             path = self._path(key)
             if path is not None and path.exists():
-                loaded = Bm25Index.load(path)
+                loaded = Bm25Index.load(path, self.params)
                 if loaded is not None and loaded.generation == generation:
                     self._indexes[key] = loaded
                     return loaded
             log.info("building lexical index for %s", key)
-            index = Bm25Index.build(items(), generation)
+            index = Bm25Index.build(items(), generation, self.params)
+            self.builds += 1
             if path is not None:
                 try:
                     index.save(path)

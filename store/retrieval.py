@@ -97,7 +97,7 @@ class Retriever:
         *,
         mode: Mode = "hybrid",
         fusion: Fusion = "convex",
-        candidates: int = 100,
+        candidates: int = 50,
         rrf_k: int = 60,
         dense_weight: float = 1.0,
         lexical_weight: float = 1.0,

@@ -104,7 +104,8 @@ async def test_long_answer_is_split_without_losing_text(tmp_path):
         assert len(answer) >= 4
         assert all(len(m["content"]) <= 2000 for m in answer)
         shown = " ".join(line for m in answer for line in m["content"].splitlines() if not line.startswith("-# "))
-        assert shown.split() == (words + " ragcord bot [1]").split()
+        # every word arrives; the "[1]" may go (verification drops markers a passage does not back)
+        assert [w for w in shown.split() if w != "[1]"] == (words + " ragcord bot").split()
         assert "✅ done" in answer[-1]["content"]
         assert answer[-1]["embeds"] and not any(m["embeds"] for m in answer[:-1])
         assert not w.fake.rejected

@@ -1,0 +1,251 @@
+"""Answer quality on extractive QA (XQuAD-en), through ragcord's answering pipeline.
+
+    python bench/answers.py --docs /work/shared/data/xquad/documents.jsonl \
+        --qa /work/shared/data/xquad/qa_dev.jsonl [--limit 150] [--evidence-only]
+
+Passages are ingested (source "xquad:<id>", their titles) into a cached store; each
+question goes through RagService.ask (retrieve, decline/caution, model, verify,
+quotes chosen by code). Reported:
+- hit rate: the supporting passage is among the sources shown (cited or consulted);
+- answer contained / token-F1 of the model's answer against the gold answer;
+- evidence contains gold: some shown quote contains the gold answer;
+- citation precision: shown citations whose passage contains the gold answer;
+- correct refusals: the same questions asked of a namespace of unrelated documents
+  (ragcord's docs/ by default; add more with --unrelated) must be declined.
+The last line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    RESULTS,
+    ROOT,
+    bench_settings,
+    contains,
+    ingest_documents,
+    read_jsonl,
+    setup_logging,
+    table,
+    token_f1,
+    write_result,
+)
+
+from bot.answer import Answer, Answerer
+from bot.llm import GenerationParams, Message
+from bot.service import RagService, build_llm
+from store.chroma import ChromaLocation, ChromaStore
+from store.embedder import SentenceTransformerEmbedder
+
+SOURCE_PREFIX = "xquad:"
+
+
+class SilentLLM:
+    """A model that says nothing: the answer's evidence is then the passages the code picks."""
+
+    name = "none (evidence only)"
+
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
+        return iter(())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--docs", type=Path, required=True, help="passages, JSON lines {_id, title, text}")
+    p.add_argument("--qa", type=Path, required=True, help="questions, JSON lines {id, question, answers, doc_id}")
+    p.add_argument("--limit", type=int, default=150, help="questions to ask (0: all); default 150")
+    p.add_argument("--seed", type=int, default=0, help="seed of the question sample; -1 takes the first N in order")
+    p.add_argument("--evidence-only", action="store_true", help="skip generation: score retrieval and quotes only")
+    p.add_argument("--model", default="", help="GGUF file for generation (default: settings, i.e. SmolLM2-135M)")
+    p.add_argument(
+        "--unrelated",
+        type=Path,
+        action="append",
+        default=None,
+        help="folder of files or corpus .jsonl of unrelated documents for the refusal test (repeatable; "
+        "default: ragcord's docs/)",
+    )
+    p.add_argument("--unrelated-limit", type=int, default=1000, help="documents taken from an unrelated .jsonl")
+    p.add_argument("--cache", type=Path, default=RESULTS / "cache", help="folder of the persistent benchmark stores")
+    p.add_argument("--verbose", action="store_true", help="log progress")
+    return p.parse_args(argv)
+
+
+def sample_questions(rows: list[dict[str, Any]], limit: int, seed: int) -> list[dict[str, Any]]:
+    if not limit or limit >= len(rows):
+        return rows
+    if seed < 0:
+        return rows[:limit]
+    picked = sorted(random.Random(seed).sample(range(len(rows)), limit))
+    return [rows[i] for i in picked]
+
+
+def open_service(args: argparse.Namespace) -> RagService:
+    probe = bench_settings(Path("."))
+    model = Path(probe.embed_model).name.lower() if probe.embed_model else "all-minilm-l6-v2"
+    data_dir = args.cache / f"answers-{model}"
+    settings = bench_settings(data_dir, **({"llm_model_path": args.model} if args.model else {}))
+    store = ChromaStore(ChromaLocation(path=data_dir / "chroma"))
+    embedder = SentenceTransformerEmbedder(
+        settings.embed_model, device=settings.embed_device, batch_size=settings.embed_batch_size
+    )
+    factory = SilentLLM if args.evidence_only else (lambda: build_llm(settings))
+    return RagService(store, embedder, llm_factory=factory, lexical_dir=data_dir / "lexical", settings=settings)
+
+
+def chunking(service: RagService) -> str:
+    return f"c{service.settings.chunk_tokens}-o{service.settings.chunk_overlap}"
+
+
+def ingest_unrelated(service: RagService, path: Path, limit: int) -> str:
+    name = f"unrelated-{path.stem if path.is_file() else path.name}-{chunking(service)}"
+    if path.is_file():
+        rows = read_jsonl(path)[:limit]
+        docs = (
+            (f"unrelated:{r['_id']}", f"{r['_id']}.txt", str(r.get("title") or r["_id"]), str(r["text"]))
+            for r in rows
+        )
+        ingest_documents(service.ingestor, name, docs, total=len(rows), label=name)
+    else:
+        results = service.ingest_paths(name, [path])
+        print(f"  {name}: {len(results)} files", file=sys.stderr)
+    service.prepare_index(name)
+    return name
+
+
+def shown_sources(answer: Answer) -> list[str]:
+    return [c.chunk.source.removeprefix(SOURCE_PREFIX) for c in answer.evidence]
+
+
+def score_question(qa: dict[str, Any], answer: Answer, generated: bool) -> dict[str, Any]:
+    gold = str(qa["answers"][0])
+    shown = answer.evidence
+    row: dict[str, Any] = {
+        "id": qa["id"],
+        "status": answer.status,
+        "hit": qa["doc_id"] in shown_sources(answer),
+        "retrieved": qa["doc_id"] in [h.chunk.source.removeprefix(SOURCE_PREFIX) for h in answer.hits],
+        "evidence_gold": any(contains(c.quote, gold) for c in shown),
+        "citations": len(shown),
+        "precise": sum(contains(c.chunk.text, gold) for c in shown),
+        "best_dense": max((h.dense or 0.0 for h in answer.hits), default=0.0),
+        "quote_chars": statistics.fmean(len(c.quote) for c in shown) if shown else 0.0,
+        "retrieve_ms": answer.timings.get("retrieve_ms", 0.0),
+    }
+    if generated:
+        row["contained"] = contains(answer.text, gold)
+        row["f1"] = token_f1(answer.text, gold)
+        row["generate_ms"] = answer.timings.get("generate_ms", 0.0)
+        row["model_cited"] = bool(answer.citations)
+    return row
+
+
+def threshold_table(related: list[float], unrelated: list[float]) -> list[list[Any]]:
+    """What each decline threshold would do: related questions kept vs unrelated ones declined."""
+    rows = []
+    for t in (0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50):
+        kept = sum(s >= t for s in related) / max(len(related), 1)
+        declined = sum(s < t for s in unrelated) / max(len(unrelated), 1)
+        rows.append([f"{t:.2f}", kept, declined])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    passages = read_jsonl(args.docs)
+    questions = sample_questions(read_jsonl(args.qa), args.limit, args.seed)
+    service = open_service(args)
+    namespace = f"xquad-{chunking(service)}"
+    docs = ((f"{SOURCE_PREFIX}{p['_id']}", f"{p['_id']}.txt", str(p["title"]), str(p["text"])) for p in passages)
+    ingest_documents(service.ingestor, namespace, docs, total=len(passages), label="passages")
+    service.prepare_index(namespace)
+    unrelated = [ingest_unrelated(service, p, args.unrelated_limit) for p in (args.unrelated or [ROOT / "docs"])]
+
+    generated = not args.evidence_only
+    rows = []
+    started = time.perf_counter()
+    for n, qa in enumerate(questions, start=1):
+        rows.append(score_question(qa, service.ask(namespace, qa["question"]), generated))
+        if n % 25 == 0:
+            print(f"  asked {n}/{len(questions)} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+    elapsed = time.perf_counter() - started
+
+    s = service.settings
+    silent = Answerer(
+        service.retriever, SilentLLM(), top_k=s.top_k, min_score=s.min_score, caution_score=s.caution_score
+    )
+    refusals: dict[str, float] = {}
+    unrelated_best: list[float] = []
+    for ns in unrelated:
+        answers = [silent.ask(ns, qa["question"]) for qa in questions]
+        refusals[ns] = statistics.fmean(a.status == "declined" for a in answers)
+        unrelated_best += [max((h.dense or 0.0 for h in a.hits), default=0.0) for a in answers]
+
+    mean = lambda key: statistics.fmean(float(r[key]) for r in rows)  # noqa: E731
+    shown = sum(r["citations"] for r in rows)
+    summary: dict[str, Any] = {
+        "questions": len(rows),
+        "generation": generated,
+        "model": service.llm.name if generated else "none",
+        "hit_rate": mean("hit"),
+        "retrieved_rate": mean("retrieved"),
+        "evidence_contains_gold": mean("evidence_gold"),
+        "citation_precision": sum(r["precise"] for r in rows) / shown if shown else 0.0,
+        "citations_per_answer": shown / len(rows),
+        "quote_chars": mean("quote_chars"),
+        "answered": statistics.fmean(r["status"] in ("answered", "cautious") for r in rows),
+        "cautious": statistics.fmean(r["status"] == "cautious" for r in rows),
+        "declined_related": statistics.fmean(r["status"] == "declined" for r in rows),
+        "correct_refusal": min(refusals.values()) if refusals else None,
+        "refusal_by_namespace": refusals,
+        "retrieve_ms": mean("retrieve_ms"),
+        "seconds_per_question": elapsed / len(rows),
+        "min_score": s.min_score,
+        "caution_score": s.caution_score,
+        "top_k": s.top_k,
+    }
+    if generated:
+        summary |= {
+            "answer_contained": mean("contained"),
+            "answer_f1": mean("f1"),
+            "model_cited": mean("model_cited"),
+            "generate_ms": mean("generate_ms"),
+        }
+
+    print(f"\nXQuAD-en: {len(rows)} questions, {len(passages)} passages, namespace {namespace}")
+    figures = [
+        ("retrieval hit rate (supporting passage shown)", summary["hit_rate"], ">= 0.95"),
+        ("supporting passage retrieved (top_k)", summary["retrieved_rate"], ""),
+        ("evidence contains gold answer", summary["evidence_contains_gold"], ">= 0.90"),
+        ("citation precision", summary["citation_precision"], ""),
+        ("citations shown per answer", summary["citations_per_answer"], ""),
+        ("answer contains gold", summary.get("answer_contained"), ""),
+        ("answer token-F1", summary.get("answer_f1"), ""),
+        ("declined although answerable", summary["declined_related"], ""),
+        ("correct refusals (worst unrelated namespace)", summary["correct_refusal"], ">= 0.90"),
+    ] + [(f"  refusals on {ns}", v, "") for ns, v in refusals.items()]
+    print(table(["figure", "value", "target"], figures))
+    print("\nbest passage cosine vs decline threshold (min_score):")
+    related_best = [r["best_dense"] for r in rows]
+    print(table(["min_score", "answerable kept", "unrelated declined"], threshold_table(related_best, unrelated_best)))
+    print(
+        f"\n{summary['seconds_per_question']:.2f} s/question, retrieval {summary['retrieve_ms']:.0f} ms"
+        + (f", generation {summary['generate_ms']:.0f} ms" if generated else "")
+    )
+    write_result(f"answers-xquad{'-evidence' if not generated else ''}", {"summary": summary, "rows": rows})
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

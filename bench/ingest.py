@@ -1,0 +1,197 @@
+"""Ingest throughput: ragcord's pipeline beside raw `SentenceTransformer.encode` on the same chunks.
+
+    python bench/ingest.py                       # the 81 PDFs + XQuAD passages
+    python bench/ingest.py --docs docs           # any files, folders or .jsonl corpora
+    python bench/ingest.py --repeat 1 --tune     # also compare encoder batch sizes
+
+Each round ingests everything into a fresh store in a temporary folder through
+`Ingestor` (load, chunk, encode, write, commit), then encodes the very same chunk
+texts with the same loaded `SentenceTransformer` straight through `encode()` (its
+defaults: batch 32, normalised), the raw ceiling. Rounds alternate ragcord and raw so
+a busy machine slows both alike; the best round of each is compared. Then the last
+store is re-ingested unchanged (nothing is parsed or embedded) and timed.
+
+A `.jsonl` of {"_id","title","text"} lines (BEIR, XQuAD) is one document per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _speed import DATA, add_project_to_path, machine, peak_rss_mb, ratio, say, table  # noqa: E402
+
+add_project_to_path()
+
+NS = "bench"
+
+
+def default_docs() -> list[Path]:
+    return [p for p in (DATA / "pdfs", DATA / "xquad" / "documents.jsonl") if p.exists()]
+
+
+def sources_of(paths: list[Path]):  # type: ignore[no-untyped-def]
+    """ingest Sources: files (folders walked) and one Source per line of each .jsonl."""
+    from ingest.pipeline import Source, discover
+
+    files, refused = discover([p for p in paths if p.suffix != ".jsonl"])
+    out = [Source(f.read_bytes, f.name, str(f.resolve())) for f in files]
+    for path in paths:
+        if path.suffix != ".jsonl":
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            data = str(row["text"]).encode("utf-8")
+            title = str(row.get("title") or row["_id"])
+            out.append(Source(lambda d=data: d, f"{row['_id']}.txt", f"{path.stem}:{row['_id']}", title))
+    return out, len(refused)
+
+
+def service_for(folder: Path):  # type: ignore[no-untyped-def]
+    from bot.service import RagService
+    from bot.settings import Settings
+
+    return RagService.from_settings(Settings(data_dir=folder, _env_file=None))  # type: ignore[call-arg]
+
+
+def ingest_round(embedder, folder: Path, paths: list[Path]) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    from ingest.pipeline import IngestProgress
+
+    service = service_for(folder)
+    service.embedder = embedder  # the already-loaded encoder: model load time is not ingest time
+    service.ingestor.embedder = embedder
+    service.retriever.embedder = embedder
+    sources, refused = sources_of(paths)
+    state = IngestProgress()
+    t = time.perf_counter()
+    results = service.ingestor.ingest_sources(NS, sources, progress=lambda s: _keep(state, s))
+    seconds = time.perf_counter() - t
+    statuses = {s: sum(r.status == s for r in results) for s in ("added", "skipped", "failed")}
+    chunks = sum(r.embedded for r in results)
+    return {
+        "seconds": seconds,
+        "pages": float(sum(r.pages for r in results)),
+        "chunks": float(chunks),
+        "docs": float(statuses["added"]),
+        "skipped": float(statuses["skipped"] + refused),
+        "failed": float(statuses["failed"]),
+        "wait_s": state.wait_s,
+        "encode_s": state.encode_s,
+        "write_s": state.write_s,
+        "service": service,  # type: ignore[dict-item]
+    }
+
+
+def _keep(box, state) -> None:  # type: ignore[no-untyped-def]
+    box.wait_s, box.encode_s, box.write_s = state.wait_s, state.encode_s, state.write_s
+
+
+def raw_round(model, texts: list[str], batch_size: int = 32) -> float:  # type: ignore[no-untyped-def]
+    t = time.perf_counter()
+    model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", nargs="+", type=Path, help="files, folders or .jsonl corpora (default: PDFs + XQuAD)")
+    parser.add_argument("--repeat", type=int, default=2, help="rounds of (ragcord, raw), best kept (default 2)")
+    parser.add_argument("--tune", action="store_true", help="also time raw encode at batch sizes 16/32/64/128")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    paths = args.docs or default_docs()
+    if not paths:
+        raise SystemExit("no documents: pass --docs PATH (the shared data folder is not here)")
+    say(f"machine: {machine()}")
+    say(f"documents: {', '.join(map(str, paths))}")
+
+    from store.embedder import SentenceTransformerEmbedder
+    from store.types import Chunk
+
+    root = Path(tempfile.mkdtemp(prefix="ragcord-ingest-"))
+    try:
+        probe = service_for(root / "probe")
+        embedder = SentenceTransformerEmbedder(
+            probe.settings.embed_model, device=probe.settings.embed_device, batch_size=probe.settings.embed_batch_size
+        )
+        t = time.perf_counter()
+        embedder.warm()
+        load_s = time.perf_counter() - t
+        model = embedder.model
+        say(f"encoder loaded in {load_s:.1f} s; ragcord encoder batch {embedder.batch_size}, raw encode batch 32")
+
+        ours: list[dict[str, float]] = []
+        raws: list[float] = []
+        texts: list[str] = []
+        for n in range(args.repeat):
+            got = ingest_round(embedder, root / f"round{n}", paths)
+            ours.append(got)
+            if not texts:
+                service = got["service"]
+                infos = service.store.documents(NS)  # type: ignore[attr-defined]
+                ids = [cid for d in infos for cid in d.chunk_ids]
+                chunks: list[Chunk] = service.store.get_chunks(NS, ids)  # type: ignore[attr-defined]
+                texts = [c.embed_text for c in chunks]
+            raws.append(raw_round(model, texts))
+            say(
+                f"round {n + 1}: ragcord {got['chunks'] / got['seconds']:.1f} chunks/s "
+                f"({got['seconds']:.1f} s), raw encode {len(texts) / raws[-1]:.1f} chunks/s ({raws[-1]:.1f} s)"
+            )
+
+        last = ours[-1]
+        service = last["service"]
+        t = time.perf_counter()
+        again = service.ingestor.ingest_sources(NS, sources_of(paths)[0])  # type: ignore[attr-defined]
+        reingest_s = time.perf_counter() - t
+        unchanged = sum(r.status == "unchanged" for r in again)
+        reembedded = sum(r.embedded for r in again)
+
+        tune_rows = []
+        if args.tune:  # on 320 chunks spread over the corpus, rounds interleaved
+            sample = texts[:: max(1, len(texts) // 320)]
+            timings: dict[int, list[float]] = {bs: [] for bs in (16, 32, 64, 128)}
+            for _ in range(2):
+                for bs in timings:
+                    timings[bs].append(raw_round(model, sample, bs))
+            tune_rows = [[str(bs), f"{len(sample) / min(v):.1f}"] for bs, v in timings.items()]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    best = min(ours, key=lambda r: r["seconds"])
+    raw_best = min(raws)
+    ours_rate = best["chunks"] / best["seconds"]
+    raw_rate = len(texts) / raw_best
+    rows = [
+        ["documents ingested / skipped / failed", f"{best['docs']:.0f} / {best['skipped']:.0f} / {best['failed']:.0f}"],
+        ["pages / chunks", f"{best['pages']:.0f} / {best['chunks']:.0f}"],
+        ["first ingest (best of rounds)", f"{best['seconds']:.1f} s"],
+        ["  pages/s", f"{best['pages'] / best['seconds']:.1f}"],
+        ["  chunks/s (ragcord)", f"{ours_rate:.1f}"],
+        ["  raw SentenceTransformer.encode chunks/s, same texts", f"{raw_rate:.1f}"],
+        ["  ratio ragcord / raw (aim >= 0.9)", ratio(ours_rate, raw_rate)],
+        ["  encoder busy / waiting for parse / writing", f"{best['encode_s']:.1f} / {best['wait_s']:.1f} / "
+         f"{best['write_s']:.1f} s"],
+        ["re-ingest unchanged", f"{reingest_s:.2f} s ({unchanged} unchanged, {reembedded} re-embedded)"],
+        ["  speed-up first / re-ingest (aim >= 50x)", ratio(best["seconds"], reingest_s)],
+        ["ratio per round (ragcord / raw)", ", ".join(
+            ratio(o["chunks"] / o["seconds"], len(texts) / r) for o, r in zip(ours, raws, strict=True))],
+        ["peak RSS of this process", f"{peak_rss_mb():,.0f} MiB"],
+    ]  # fmt: skip
+    say(table("ingest throughput (fresh store, encoder already loaded)", ["measure", "value"], rows))
+    if tune_rows:
+        title = "raw encode throughput by batch size (best of 2, a sample of the chunks)"
+        say(table(title, ["batch size", "chunks/s"], tune_rows))
+    say(f"machine: {machine()}")
+
+
+if __name__ == "__main__":
+    main()

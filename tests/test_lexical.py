@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from store.lexical import Bm25Index, Bm25Params, LexicalIndexes
+from store.retrieval import Retriever
+
+NS = "default"
+
+
+def test_bm25_ranks_stems_and_ignores_stop_words():
+    index = Bm25Index.build(
+        [
+            ("a", "Refunds are processed within ten business days."),
+            ("b", "The refund policy: refunding takes days."),
+            ("c", "Roses need sun."),
+        ],
+        "g1",
+    )
+    hits = index.search("refund", 5)
+    assert [cid for cid, _ in hits] == ["b", "a"]  # stemmed: refund, refunds, refunding
+    assert all(score > 0 for _, score in hits)
+    assert index.search("the are of", 5) == []  # only stop words
+    assert index.search("zeppelin", 5) == []
+    scores = index.score_all("roses")
+    assert scores is not None and index.score_of(scores, "c") > 0 == index.score_of(scores, "a")
+    assert index.score_of(scores, "unknown") == 0.0
+
+
+def test_empty_index_answers_nothing():
+    index = Bm25Index.build([], "g0")
+    assert len(index) == 0 and index.search("anything", 3) == [] and index.score_all("anything") is None
+
+
+def test_index_follows_ingest_reingest_and_forget(service, docs_dir):
+    service.ingest_paths(NS, [docs_dir])
+    index = service.retriever.lexical_index(NS)
+    assert set(index.ids) == service.store.live_ids(NS)
+    # titles are indexed with the text: "Garden" is only the HTML page's title
+    found = index.search("garden", 3)
+    assert found and service.store.get_chunks(NS, [found[0][0]])[0].title == "Garden"
+
+    again = service.retriever.lexical_index(NS)
+    assert again is index  # nothing changed: same generation, same index
+    service.ingest_paths(NS, [docs_dir])  # unchanged files commit nothing
+    assert service.retriever.lexical_index(NS) is index
+
+    (docs_dir / "billing.txt").write_text("Quarterly invoices replace the monthly ones.\n")
+    service.ingest_paths(NS, [docs_dir])
+    changed = service.retriever.lexical_index(NS)
+    assert changed.generation != index.generation
+    assert set(changed.ids) == service.store.live_ids(NS)
+    assert changed.search("quarterly", 3) and not changed.search("refunds", 3)
+
+    service.forget(NS, "billing.txt")
+    forgotten = service.retriever.lexical_index(NS)
+    assert set(forgotten.ids) == service.store.live_ids(NS)
+    assert forgotten.search("quarterly invoices", 3) == []
+
+
+def test_index_is_saved_and_reloaded_by_generation(service, docs_dir, tmp_path):
+    service.ingest_paths(NS, [docs_dir])
+    built = service.retriever.lexical_index(NS)
+    assert service.retriever.lexical.builds == 1
+
+    # a restart: a new process loads the saved index instead of rebuilding it
+    fresh = LexicalIndexes(tmp_path / "lexical")
+    restarted = Retriever(service.store, service.embedder, fresh)
+    loaded = restarted.lexical_index(NS)
+    assert fresh.builds == 0
+    assert loaded.ids == built.ids and loaded.generation == built.generation
+    assert loaded.search("roses sun", 2) == built.search("roses sun", 2)
+
+    # the store moved on: the saved index is stale and is rebuilt, then saved again
+    (docs_dir / "extra.md").write_text("# Extra\n\nThe zeppelin hangar opens at dawn.\n")
+    service.ingest_paths(NS, [docs_dir])
+    assert restarted.lexical_index(NS).search("zeppelin", 1)
+    assert fresh.builds == 1
+    third = LexicalIndexes(tmp_path / "lexical")
+    assert Retriever(service.store, service.embedder, third).lexical_index(NS).search("zeppelin", 1)
+    assert third.builds == 0
+
+    # other BM25 settings: the saved index does not fit and is rebuilt once
+    tuned = LexicalIndexes(tmp_path / "lexical", Bm25Params(k1=0.9, b=0.4))
+    Retriever(service.store, service.embedder, tuned).lexical_index(NS)
+    assert tuned.builds == 1
+
+
+def test_unreadable_saved_index_is_rebuilt(service, docs_dir, tmp_path):
+    service.ingest_paths(NS, [docs_dir])
+    service.retriever.lexical_index(NS)
+    folder = next(p for p in (tmp_path / "lexical").iterdir() if p.is_dir())
+    (folder / "ids.json").write_text("{not json")
+    fresh = LexicalIndexes(tmp_path / "lexical")
+    index = Retriever(service.store, service.embedder, fresh).lexical_index(NS)
+    assert fresh.builds == 1 and set(index.ids) == service.store.live_ids(NS)
