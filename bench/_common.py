@@ -185,6 +185,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], left: Sequence[
         "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
         for r in cells
     ]
+    lines = [line.rstrip() for line in lines]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

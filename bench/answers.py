@@ -149,10 +149,10 @@ def score_question(qa: dict[str, Any], answer: Answer, generated: bool) -> dict[
     return row
 
 
-def threshold_table(related: list[float], unrelated: list[float]) -> list[list[Any]]:
+def threshold_table(related: list[float], unrelated: list[float], current: float) -> list[list[Any]]:
     """What each decline threshold would do: related questions kept vs unrelated ones declined."""
     rows = []
-    for t in (0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50):
+    for t in sorted({0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50, round(current, 2)}):
         kept = sum(s >= t for s in related) / max(len(related), 1)
         declined = sum(s < t for s in unrelated) / max(len(unrelated), 1)
         rows.append([f"{t:.2f}", kept, declined])
@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["figure", "value", "target"], figures))
     print("\nbest passage cosine vs decline threshold (min_score):")
     related_best = [r["best_dense"] for r in rows]
-    print(table(["min_score", "answerable kept", "unrelated declined"], threshold_table(related_best, unrelated_best)))
+    thresholds = threshold_table(related_best, unrelated_best, s.min_score)
+    print(table(["min_score", "answerable kept", "unrelated declined"], thresholds))
     print(
         f"\n{summary['seconds_per_question']:.2f} s/question, retrieval {summary['retrieve_ms']:.0f} ms"
         + (f", generation {summary['generate_ms']:.0f} ms" if generated else "")

@@ -43,14 +43,15 @@ class Answer:
     status: Status = "answered"
     note: str = ""  # a caution, a refusal or an error explanation shown to the user
     citations: list[Citation] = field(default_factory=list)  # cited by the answer, verified
-    consulted: list[Citation] = field(default_factory=list)  # shown when nothing valid was cited
+    consulted: list[Citation] = field(default_factory=list)  # the other top passages, with code-chosen quotes
     hits: list[Hit] = field(default_factory=list)
     search_query: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def evidence(self) -> list[Citation]:
-        return self.citations or self.consulted
+        """What the user is shown: the verified citations first, then the other top passages."""
+        return self.citations + self.consulted
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +160,7 @@ class Answerer:
 
         raw = tidy("".join(pieces))
         answer.text, answer.citations = verify(raw, chunks, scores, question)
-        if not answer.citations:
-            answer.consulted = consulted(chunks, scores, question, answer.text)
+        answer.consulted = consulted(chunks, scores, question, answer.text, skip=[c.number for c in answer.citations])
         yield Completed(answer)
 
 

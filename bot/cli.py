@@ -222,14 +222,18 @@ def _print_answer(console: Console, answer: Answer, *, streamed: bool) -> None:
         console.print()
     if answer.note:
         console.print(f"[yellow]{escape(answer.note)}[/]")
+    groups = [("Sources", answer.citations)]
     if answer.citations:
-        console.print("\n[bold]Sources[/]")
-    elif answer.consulted:
-        console.print("\n[bold]Sources consulted[/] [dim](the answer cites none of them)[/]")
-    for c in answer.evidence:
-        where = f", {c.location}" if c.location else ""
-        console.print(f" [bold][{c.number}][/] {escape(c.chunk.title)}{escape(where)} [dim]({c.score:.2f})[/]")
-        console.print(f'     "{escape(c.quote)}"', style="italic")
+        groups.append(("Also consulted", answer.consulted))
+    else:
+        groups.append(("Sources consulted [dim](the answer cites none of them)[/]", answer.consulted))
+    for heading, citations in groups:
+        if citations:
+            console.print(f"\n[bold]{heading}[/]")
+        for c in citations:
+            where = f", {c.location}" if c.location else ""
+            console.print(f" [bold]\\[{c.number}][/] {escape(c.chunk.title)}{escape(where)} [dim]({c.score:.2f})[/]")
+            console.print(f'     "{escape(c.quote)}"', style="italic")
 
 
 def cmd_summarize(args: argparse.Namespace, settings: Settings, console: Console) -> int:

@@ -85,6 +85,8 @@ ProgressCallback = Callable[[IngestProgress], None]
 
 # Above this many items one read of all manifests beats one read per file.
 _SNAPSHOT_MIN_ITEMS = 16
+# Encode what is pending (at least this many chunks) when the loader has nothing ready.
+_EAGER_FLUSH_CHUNKS = 32
 # From this many items, PDFs are parsed in a worker process (spawning it costs about a second).
 _PDF_WORKER_MIN_ITEMS = 8
 
@@ -115,7 +117,12 @@ class _PdfWorker:
                 from concurrent.futures import ProcessPoolExecutor
 
                 # spawn, not fork: this process runs torch and Chroma threads
-                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                self._pool = ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_worker,
+                    initargs=(logging.getLogger().getEffectiveLevel(),),
+                )
             doc: LoadedDocument = self._pool.submit(load_bytes, data, filename, **kwargs).result()
             return doc
         except (BrokenProcessPool, OSError, ImportError, AttributeError) as exc:
@@ -128,6 +135,11 @@ class _PdfWorker:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _init_worker(level: int) -> None:
+    """The worker logs (pypdf's warnings among them) at the level the parent process does."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +296,8 @@ class Ingestor:
             waited = time.perf_counter()
             # Deep enough that the loader keeps working through a whole encoder batch: with a few
             # documents of look-ahead the encoder idled while the next batch was parsed.
-            for prepared in _prefetch(prepare, items, depth=max(8, self.batch_chunks // 4)):
+            feed = _Prefetch(prepare, items, depth=max(8, self.batch_chunks // 4))
+            for prepared in feed:
                 state.wait_s += time.perf_counter() - waited
                 state.current = prepared.result.title
                 state.pages += prepared.result.pages
@@ -296,7 +309,10 @@ class Ingestor:
                     continue
                 state.chunks += len(prepared.chunks)
                 pending.append(prepared)
-                if sum(len(p.to_embed) for p in pending) >= self.batch_chunks:
+                ready = sum(len(p.to_embed) for p in pending)
+                # A full batch, or enough for one encoder step while the loader has nothing
+                # ready: the encoder starts at once instead of idling while a batch fills.
+                if ready >= self.batch_chunks or (ready >= _EAGER_FLUSH_CHUNKS and feed.idle()):
                     results.extend(self._flush(namespace, pending, state, notify, writer, writes))
                     pending = []
                 notify(state)
@@ -456,26 +472,36 @@ class Ingestor:
             log.warning("could not sweep old chunks of %s; they stay invisible", p.doc.source, exc_info=True)
 
 
-def _prefetch(work: Callable, items: Iterator, depth: int = 4) -> Iterator:  # type: ignore[type-arg]
-    """Run `work(item)` for each item in a background thread, yielding results in order."""
-    out: queue.Queue = queue.Queue(maxsize=depth)  # type: ignore[type-arg]
-    done = object()
+class _Prefetch:
+    """Runs `work(item)` for each item in a background thread; iterating yields the results in order."""
 
-    def producer() -> None:
+    _DONE = object()
+
+    def __init__(self, work: Callable, items: Iterator, depth: int = 4) -> None:  # type: ignore[type-arg]
+        self._out: queue.Queue = queue.Queue(maxsize=depth)  # type: ignore[type-arg]
+        self._work = work
+        self._items = items
+        self._thread = threading.Thread(target=self._produce, name="ingest-prefetch", daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
         try:
-            for item in items:
-                out.put(work(item))
+            for item in self._items:
+                self._out.put(self._work(item))
         except BaseException as exc:  # re-raised in the consumer
-            out.put(exc)
-        out.put(done)
+            self._out.put(exc)
+        self._out.put(self._DONE)
 
-    thread = threading.Thread(target=producer, name="ingest-prefetch", daemon=True)
-    thread.start()
-    while True:
-        got = out.get()
-        if got is done:
-            break
-        if isinstance(got, BaseException):
-            raise got
-        yield got
-    thread.join()
+    def idle(self) -> bool:
+        """Nothing is ready: the next item would be waited for."""
+        return self._out.empty()
+
+    def __iter__(self) -> Iterator:  # type: ignore[type-arg]
+        while True:
+            got = self._out.get()
+            if got is self._DONE:
+                break
+            if isinstance(got, BaseException):
+                raise got
+            yield got
+        self._thread.join()

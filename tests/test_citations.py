@@ -79,3 +79,28 @@ def test_verify_falls_back_to_no_citation_for_unsupported_text():
 def test_sentence_split_keeps_abbreviations_and_numbers():
     parts = split_sentences("Use e.g. a GGUF file. Version 3.5 is fine! Done")
     assert parts == ["Use e.g. a GGUF file.", "Version 3.5 is fine!", "Done"]
+
+
+def test_marker_dropped_when_its_passage_does_not_back_the_sentence():
+    text, cites = verify(
+        "Each guild has its own collection [1]. Bananas ripen in warm kitchens quickly [1].",
+        PASSAGES,
+        [0.8, 0.7],
+        "How are guilds kept apart?",
+    )
+    assert text.startswith("Each guild has its own collection [1].")
+    assert "quickly [1]" not in text and "Bananas ripen in warm kitchens quickly." in text
+    assert [c.number for c in cites] == [1]
+
+
+def test_short_claim_needs_every_word_in_the_passage():
+    from bot.citations import backs
+
+    tower = chunk("The tower was finished in 1889 after two years of work.", 3)
+    assert backs("It was finished in 1889 [1].", tower)
+    assert not backs("1887 [1]", tower)
+
+
+def test_consulted_skips_cited_numbers_and_keeps_retrieval_order():
+    shown = consulted(PASSAGES, [0.9, 0.8], "bigger model", skip=[1])
+    assert [c.number for c in shown] == [2]

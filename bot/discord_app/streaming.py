@@ -21,7 +21,7 @@ from typing import Protocol
 import discord
 
 from bot.answer import Answer, AnswerEvent, Completed, Token
-from bot.citations import Citation
+from bot.citations import QUOTE_CHARS, Citation
 from bot.discord_app.queue import position_text
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def source_line(c: Citation) -> str:
         parts.append(discord.utils.escape_markdown(where))
     if c.jump_url:
         parts.append(f"[jump]({c.jump_url})")
-    quote = _clip(" ".join(sanitize(c.quote).split()), 300)
+    quote = _clip(" ".join(sanitize(c.quote).split()), QUOTE_CHARS)
     return " · ".join(parts) + (f"\n> {quote}" if quote else "")
 
 
