@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bot.citations import Citation, consulted, content_words, verify
+from bot.citations import Citation, consulted, content_words, terms, verify
 from bot.llm import LLM, GenerationParams, LLMError
 from bot.prompts import STOP, answer_messages
 from store.retrieval import Retriever
@@ -134,7 +134,10 @@ class Answerer:
         yield Retrieved(hits)
 
         best = max((h.dense or 0.0 for h in hits), default=0.0)
-        if not hits or best < self.min_score:
+        # Short questions embed far from long passages ("How do I use a bigger model?" scores
+        # 0.29 against the section titled "Using a bigger model"), so a passage that holds
+        # (nearly) every term of the question is answered too, with the caution.
+        if not hits or (best < self.min_score and lexical_coverage(question, hits[0]) < 0.75):
             answer.status, answer.note = "declined", DECLINE
             yield Completed(answer)
             return
@@ -162,6 +165,15 @@ class Answerer:
         answer.text, answer.citations = verify(raw, chunks, scores, question)
         answer.consulted = consulted(chunks, scores, question, answer.text, skip=[c.number for c in answer.citations])
         yield Completed(answer)
+
+
+def lexical_coverage(question: str, hit: Hit) -> float:
+    """Share of the question's stemmed content terms found in the passage, title and section (0 if < 2 terms)."""
+    asked = terms(question)
+    if len(asked) < 2:
+        return 0.0
+    chunk = hit.chunk
+    return len(asked & terms(f"{chunk.title} {chunk.section} {chunk.text}")) / len(asked)
 
 
 def tidy(text: str) -> str:

@@ -86,3 +86,13 @@ def test_summary_of_document_cites_real_text(service, docs_dir, fake_llm):
     assert answer.citations
     assert all(c.quote in c.chunk.text for c in answer.citations)
     assert "Summarise" in fake_llm.last_prompt
+
+
+def test_lexical_coverage_counts_stemmed_question_terms_in_passage_title_and_section():
+    from bot.answer import lexical_coverage
+    from store.types import Chunk, Hit
+
+    hit = Hit(Chunk("d", 0, "Point the setting at a GGUF file.", "Using a bigger model", "m.md", section="Models"), 0.2)
+    assert lexical_coverage("How do I use a bigger model?", hit) == 1.0
+    assert lexical_coverage("Who won the 1998 world cup final?", hit) == 0.0
+    assert lexical_coverage("model?", hit) == 0.0  # one term is too little to vouch for relevance
