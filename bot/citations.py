@@ -396,7 +396,9 @@ def consulted(
     citations otherwise: a small model often cites one passage when the answer is in another.
     """
     idf = _idf([c.text for c in chunks])
-    target = f"{question} {answer}"
+    # The question, not the small model's prose, picks these quotes: mixing the answer in
+    # dropped XQuAD evidence holding the gold answer from 0.92 to 0.85.
+    target = question if question.strip() else answer
     return [
         Citation(n, chunk, best_quote(chunk.text, target, max_chars=max_quote, idf=idf), score)
         for n, (chunk, score) in enumerate(zip(chunks[:limit], scores[:limit], strict=True), start=1)
