@@ -133,16 +133,13 @@ class Answerer:
         answer.timings["retrieve_ms"] = (time.perf_counter() - t0) * 1000
         yield Retrieved(hits)
 
-        best = max((h.dense or 0.0 for h in hits), default=0.0)
-        # Short questions embed far from long passages ("How do I use a bigger model?" scores
-        # 0.29 against the section titled "Using a bigger model"), so a passage that holds
-        # (nearly) every term of the question is answered too, with the caution.
-        if not hits or (best < self.min_score and lexical_coverage(question, hits[0]) < 0.75):
-            answer.status, answer.note = "declined", DECLINE
+        answer.status = judge(question, hits, self.min_score, self.caution_score)
+        if answer.status == "declined":
+            answer.note = DECLINE
             yield Completed(answer)
             return
-        if best < self.caution_score:
-            answer.status, answer.note = "cautious", CAUTION
+        if answer.status == "cautious":
+            answer.note = CAUTION
 
         chunks = [h.chunk for h in hits]
         scores = [h.dense or 0.0 for h in hits]
@@ -165,6 +162,19 @@ class Answerer:
         answer.text, answer.citations = verify(raw, chunks, scores, question)
         answer.consulted = consulted(chunks, scores, question, answer.text, skip=[c.number for c in answer.citations])
         yield Completed(answer)
+
+
+def judge(question: str, hits: Sequence[Hit], min_score: float, caution_score: float) -> Status:
+    """Answer, answer with a caution, or decline, from the retrieval scores alone.
+
+    Short questions embed far from long passages ("How do I use a bigger model?" scores
+    0.29 against the section titled "Using a bigger model"), so a passage that holds
+    (nearly) every term of the question is answered too, with the caution.
+    """
+    best = max((h.dense or 0.0 for h in hits), default=0.0)
+    if not hits or (best < min_score and lexical_coverage(question, hits[0]) < 0.75):
+        return "declined"
+    return "cautious" if best < caution_score else "answered"
 
 
 def lexical_coverage(question: str, hit: Hit) -> float:

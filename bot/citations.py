@@ -267,14 +267,6 @@ def best_quote(passage: str, evidence_for: str, *, max_chars: int = 300, idf: di
     return flat[start:end].strip() + ("…" if cut else "")
 
 
-def _span(passage: str, first: str, second: str) -> str:
-    start = passage.find(first)
-    end = passage.find(second, start + len(first))
-    if start < 0 or end < 0:
-        return first
-    return passage[start : end + len(second)]
-
-
 def shorten(text: str, max_chars: int, around: set[str] | None = None) -> str:
     """Cut `text` to at most max_chars at word boundaries, keeping the part with most target words."""
     text = " ".join(text.split())

@@ -202,15 +202,16 @@ def cmd_ask(args: argparse.Namespace, settings: Settings, console: Console) -> i
 
 
 def _evidence_only(service: RagService, settings: Settings, question: str) -> Answer:
-    from bot.answer import DECLINE, Answer
+    from bot.answer import CAUTION, DECLINE, Answer, judge
     from bot.citations import consulted
 
     # the retriever alone: `service.answerer` would load the language model, which this never uses
     hits = service.retriever.search(settings.namespace, question, settings.top_k)
-    answer = Answer(question, hits=hits)
-    if not hits or max(h.dense or 0 for h in hits) < settings.min_score:
-        answer.status, answer.note = "declined", DECLINE
+    answer = Answer(question, hits=hits, status=judge(question, hits, settings.min_score, settings.caution_score))
+    if answer.status == "declined":
+        answer.note = DECLINE
     else:
+        answer.note = CAUTION if answer.status == "cautious" else ""
         answer.consulted = consulted([h.chunk for h in hits], [h.dense or 0 for h in hits], question)
     return answer
 
