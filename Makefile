@@ -25,6 +25,7 @@ run: install
 
 lint: install
 	$(BIN)/ruff check bot ingest store tests bench
+	$(BIN)/ruff format --check bot ingest store tests bench
 	$(BIN)/mypy
 
 test: install lint

@@ -111,8 +111,7 @@ def ingest_unrelated(service: RagService, path: Path, limit: int) -> str:
     if path.is_file():
         rows = read_jsonl(path)[:limit]
         docs = (
-            (f"unrelated:{r['_id']}", f"{r['_id']}.txt", str(r.get("title") or r["_id"]), str(r["text"]))
-            for r in rows
+            (f"unrelated:{r['_id']}", f"{r['_id']}.txt", str(r.get("title") or r["_id"]), str(r["text"])) for r in rows
         )
         ingest_documents(service.ingestor, name, docs, total=len(rows), label=name)
     else:

@@ -99,8 +99,9 @@ def build_service(args: argparse.Namespace, data_dir: Path) -> Any:
 
         llm = FakeLLM(default=scripted_reply(args.words), delay=args.delay)
         store = ChromaStore(ChromaLocation(path=data_dir / "chroma"), refresh_interval=0.0)
-        service = RagService(store, FakeEmbedder(), llm_factory=lambda: llm, lexical_dir=data_dir / "lexical",
-                             settings=settings)
+        service = RagService(
+            store, FakeEmbedder(), llm_factory=lambda: llm, lexical_dir=data_dir / "lexical", settings=settings
+        )
     service.warm()
     return service
 
@@ -166,8 +167,9 @@ async def through_discord(service: Any, questions: Sequence[str]) -> tuple[list[
     users = [fake.add_user(f"user{i}") for i in range(len(questions))]
     for user in users:
         fake.add_member(guild["id"], user)
-    settings = service.settings.model_copy(update={"discord_api_base": fake.api_base,
-                                                    "discord_gateway_url": fake.gateway_url})
+    settings = service.settings.model_copy(
+        update={"discord_api_base": fake.api_base, "discord_gateway_url": fake.gateway_url}
+    )
     ingest(service, f"g{guild['id']}")
     try:
         async with running_bot(fake, settings, service, timeout=120) as bot:
@@ -186,8 +188,10 @@ async def through_discord(service: Any, questions: Sequence[str]) -> tuple[list[
                 return [int(m["id"]) for m in fake.interaction_messages(item)]
 
             def finished() -> bool:
-                return all(any("✅ done" in c or c.startswith("⚠️") for _, mid, c in fake.timeline if mid in ids(item))
-                           for _, item in asked)
+                return all(
+                    any("✅ done" in c or c.startswith("⚠️") for _, mid, c in fake.timeline if mid in ids(item))
+                    for _, item in asked
+                )
 
             await fake.wait_for(finished, timeout=600, interval=0.1)
             wall = time.monotonic() - t0
@@ -200,8 +204,12 @@ async def through_discord(service: Any, questions: Sequence[str]) -> tuple[list[
                 timing.first_token = next((t for t, c in events if _body(c)), float("nan")) - at
                 timing.done = next(t for t, c in events if "✅ done" in c or c.startswith("⚠️")) - at
                 timings.append(timing)
-            counts = {"rate_limited": len(fake.rate_limited), "rejected": len(fake.rejected),
-                      "heartbeats": len(fake.heartbeats), "completed": bot.queue.completed}
+            counts = {
+                "rate_limited": len(fake.rate_limited),
+                "rejected": len(fake.rejected),
+                "heartbeats": len(fake.heartbeats),
+                "completed": bot.queue.completed,
+            }
             return timings, wall, counts
     finally:
         await fake.close()
@@ -250,23 +258,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows.append(["tokens generated", core_tokens, bot_tokens, bot_tokens / max(core_tokens, 1)])
     core_ms, bot_ms = core_wall / max(core_tokens, 1) * 1000, bot_wall / max(bot_tokens, 1) * 1000
     rows.append(["wall ms per token", core_ms, bot_ms, bot_ms / core_ms])
-    print(f"ragcord bot bench: {args.users} users at once, model {model}"
-          + ("" if args.real else f" (FakeLLM {args.delay * 1000:.0f} ms/token, ~{args.words} words)"))
+    print(
+        f"ragcord bot bench: {args.users} users at once, model {model}"
+        + ("" if args.real else f" (FakeLLM {args.delay * 1000:.0f} ms/token, ~{args.words} words)")
+    )
     print(table(["measure", "core directly", "through Discord", "ratio"], rows))
     ack_max = max(t.ack for t in bot)
-    print(f"slowest acknowledgement {ack_max:.3f} s (Discord allows 3 s); "
-          f"rate-limited edits {counts['rate_limited']}, rejected calls {counts['rejected']}")
+    print(
+        f"slowest acknowledgement {ack_max:.3f} s (Discord allows 3 s); "
+        f"rate-limited edits {counts['rate_limited']}, rejected calls {counts['rejected']}"
+    )
+
     def r(value: float) -> float:
         return round(value, 3)
 
     result = {
-        "users": args.users, "model": model, "real": args.real,
-        "ack_p50_s": r(stats(bot, "ack")[0]), "ack_p95_s": r(stats(bot, "ack")[1]), "ack_max_s": r(ack_max),
+        "users": args.users,
+        "model": model,
+        "real": args.real,
+        "ack_p50_s": r(stats(bot, "ack")[0]),
+        "ack_p95_s": r(stats(bot, "ack")[1]),
+        "ack_max_s": r(ack_max),
         "first_token_p50_s": {"core": r(stats(core, "first_token")[0]), "discord": r(stats(bot, "first_token")[0])},
         "answered_p95_s": {"core": r(stats(core, "done")[1]), "discord": r(stats(bot, "done")[1])},
         "answers_per_minute": {"core": r(core_rate), "discord": r(bot_rate)},
         "tokens": {"core": core_tokens, "discord": bot_tokens},
-        "overhead_ratio": r(bot_wall / core_wall), "overhead_ratio_per_token": r(bot_ms / core_ms), **counts,
+        "overhead_ratio": r(bot_wall / core_wall),
+        "overhead_ratio_per_token": r(bot_ms / core_ms),
+        **counts,
     }
     print(json.dumps(result, sort_keys=True))
     return 0 if ack_max < 3.0 and not counts["rate_limited"] else 1

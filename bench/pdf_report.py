@@ -154,9 +154,18 @@ def main(argv: list[str] | None = None) -> int:
         for r in multi:
             lay = r["layout"]
             cmp_rows.append(
-                [r["file"], r["chars"], r.get("gap_lines", ""), r.get("lines", ""), r["seconds"],
-                 lay["chars"], lay.get("gap_lines", ""), lay.get("lines", ""), lay["seconds"],
-                 short_error(r["error"] or lay["error"], r["file"], 50)]
+                [
+                    r["file"],
+                    r["chars"],
+                    r.get("gap_lines", ""),
+                    r.get("lines", ""),
+                    r["seconds"],
+                    lay["chars"],
+                    lay.get("gap_lines", ""),
+                    lay.get("lines", ""),
+                    lay["seconds"],
+                    short_error(r["error"] or lay["error"], r["file"], 50),
+                ]
             )
         headers = ["file", "plain chars", "gap lines", "lines", "s", "layout chars", "gap lines", "lines", "s", "error"]
         print(table(headers, cmp_rows, left=(0, 9)))
@@ -181,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         "multicolumn_plain_vs_layout_chars": {r["file"]: [r["chars"], r["layout"]["chars"]] for r in multi},
     }
     write_result("pdf-report", {"summary": summary, "files": results})
-    print(f"\n{summary['loaded']}/{summary['files']} loaded, {summary['errors']} refused with a reason, "
-          f"{summary['crashes']} crashes, {summary['timeouts']} time-outs, {wall:.0f} s")
+    print(
+        f"\n{summary['loaded']}/{summary['files']} loaded, {summary['errors']} refused with a reason, "
+        f"{summary['crashes']} crashes, {summary['timeouts']} time-outs, {wall:.0f} s"
+    )
     print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in summary.items()}))
     return 0
 

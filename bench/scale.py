@@ -7,8 +7,8 @@
 Synthetic data, so any size can be built offline: 384-d L2-normalised vectors
 around topic centres (the shape of all-MiniLM-L6-v2 output) and word-salad texts
 whose words lean on the same topics (so BM25 has something to find). Documents of
-200 chunks are written through ragcord's own `ChromaStore` (batched adds, one
-manifest commit per document), exactly as ingest writes them.
+200 chunks are written through ragcord's own `ChromaStore` (batched adds, then
+one manifest write per batch), exactly as ingest writes them.
 
 Each size is built once, in this process, into a temporary folder; then a fresh
 reader process opens it (embedded), and again through `chroma run` started on the
@@ -104,7 +104,7 @@ def _normalise(m: np.ndarray) -> np.ndarray:
 
 
 def build(path: Path, size: int, corpus: Corpus) -> dict[str, float]:
-    """Write `size` chunks through ChromaStore: batched adds, one manifest commit per document."""
+    """Write `size` chunks through ChromaStore as ingest does: batched adds, then the batch's manifests."""
     from store.chroma import ChromaLocation, ChromaStore
     from store.types import Chunk, DocumentInfo
 
@@ -119,12 +119,11 @@ def build(path: Path, size: int, corpus: Corpus) -> dict[str, float]:
             doc = i // DOC_CHUNKS
             chunks.append(Chunk(f"d{doc:07d}", i % DOC_CHUNKS, text, f"Doc {doc}", f"synthetic/{doc}.txt"))
         store.add_chunks(NS, chunks, vectors, "2025-01-01T00:00:00")
+        infos = []
         for doc in sorted({c.doc_id for c in chunks}):
             ids = [c.id for c in chunks if c.doc_id == doc]
-            store.commit_document(
-                NS,
-                DocumentInfo(doc, f"Doc {doc}", f"synthetic/{doc}.txt", "text", len(ids), 0, "", doc, ids),
-            )
+            infos.append(DocumentInfo(doc, f"Doc {doc}", f"synthetic/{doc}.txt", "text", len(ids), 0, "", doc, ids))
+        store.commit_documents(NS, infos)
         if stop % 100_000 == 0 or stop == size:
             rate = stop / (time.perf_counter() - t0)
             say(f"  built {stop:,}/{size:,} chunks ({rate:,.0f} chunks/s)")

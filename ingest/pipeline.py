@@ -15,8 +15,9 @@ hold the GIL the encoder needs between its torch ops. A writer thread commits ea
 encoded batch while the encoder works on the next.
 Chunks of several documents are encoded together in large calls (the encoder sorts
 each call by length, so padding stays low), and the new chunks of all documents in a
-batch go to Chroma in as few writes as its batch limit allows; each document still
-commits on its own manifest record.
+batch go to Chroma in as few writes as its batch limit allows, and their manifest
+records in one more (each document's switch is still its own record; if that joint
+write fails, each document commits alone so one bad document fails only itself).
 """
 
 from __future__ import annotations
@@ -24,20 +25,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import queue
-import threading
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from ingest.chunking import Chunker
 from ingest.loaders import SUPPORTED_SUFFIXES, LoadError, load_bytes
+from ingest.workers import PdfWorker, Prefetch
 from store.chroma import ChromaStore
 from store.embedder import Embedder
 from store.types import Chunk, DocumentInfo, LoadedDocument, document_id_for
@@ -89,57 +90,6 @@ _SNAPSHOT_MIN_ITEMS = 16
 _EAGER_FLUSH_CHUNKS = 32
 # From this many items, PDFs are parsed in a worker process (spawning it costs about a second).
 _PDF_WORKER_MIN_ITEMS = 8
-
-
-class _PdfWorker:
-    """Parses PDFs in one spawned worker process, the rest in the calling thread.
-
-    pypdf is pure Python: parsed in a thread beside the encoder it holds the GIL in 5 ms
-    slices, and every torch op of the encoder waits for it to be released, which slowed
-    the encoder more than the parsing itself costs. In a process it only takes a core's
-    share. If the worker cannot start or dies, parsing goes back to the calling thread
-    for the rest of the run (as it is for small runs).
-    """
-
-    def __init__(self) -> None:
-        self._pool: Any = None
-        self._disabled = False
-
-    def load(self, data: bytes, filename: str, **kwargs: Any) -> LoadedDocument:
-        head = data[:1024].lstrip(b"\x00\t\n\r\x0c ")
-        if self._disabled or not (head.startswith(b"%PDF") or filename.lower().endswith(".pdf")):
-            return load_bytes(data, filename, **kwargs)
-        from concurrent.futures.process import BrokenProcessPool
-
-        try:
-            if self._pool is None:
-                import multiprocessing
-                from concurrent.futures import ProcessPoolExecutor
-
-                # spawn, not fork: this process runs torch and Chroma threads
-                self._pool = ProcessPoolExecutor(
-                    max_workers=1,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker,
-                    initargs=(logging.getLogger().getEffectiveLevel(),),
-                )
-            doc: LoadedDocument = self._pool.submit(load_bytes, data, filename, **kwargs).result()
-            return doc
-        except (BrokenProcessPool, OSError, ImportError, AttributeError) as exc:
-            log.warning("PDF worker process unusable (%s); parsing PDFs in this process", exc)
-            self.close()
-            self._disabled = True
-            return load_bytes(data, filename, **kwargs)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-
-def _init_worker(level: int) -> None:
-    """The worker logs (pypdf's warnings among them) at the level the parent process does."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +215,7 @@ class Ingestor:
         known: dict[str, DocumentInfo] | None = None
         if state.files_total - state.files_done >= _SNAPSHOT_MIN_ITEMS:
             known = {d.doc_id: d for d in self.store.documents(namespace)}
-        worker = _PdfWorker() if state.files_total - state.files_done >= _PDF_WORKER_MIN_ITEMS else None
+        worker = PdfWorker() if state.files_total - state.files_done >= _PDF_WORKER_MIN_ITEMS else None
         load = worker.load if worker is not None else load_bytes
 
         def prepare(item: Source | tuple) -> _Prepared:  # type: ignore[type-arg]
@@ -296,7 +246,7 @@ class Ingestor:
             waited = time.perf_counter()
             # Deep enough that the loader keeps working through a whole encoder batch: with a few
             # documents of look-ahead the encoder idled while the next batch was parsed.
-            feed = _Prefetch(prepare, items, depth=max(8, self.batch_chunks // 4))
+            feed = Prefetch(prepare, items, depth=max(8, self.batch_chunks // 4))
             for prepared in feed:
                 state.wait_s += time.perf_counter() - waited
                 state.current = prepared.result.title
@@ -403,12 +353,8 @@ class Ingestor:
         def write() -> None:
             t = time.perf_counter()
             ready = [p for p in batch if p.result.status != "failed"]
-            written = self._write_chunks(namespace, ready)
-            for p in batch:
-                if p.result.status != "failed":
-                    self._commit(namespace, p, written=written)
-                state.files_done += 1
-                notify(state)
+            self._commit(namespace, ready, written=self._write_chunks(namespace, ready))
+            state.files_done += len(batch)
             state.write_s += time.perf_counter() - t
             notify(state)
 
@@ -432,76 +378,74 @@ class Ingestor:
             return False
         return True
 
-    def _commit(self, namespace: str, p: _Prepared, *, written: bool = False) -> None:
-        assert p.doc is not None
+    def _commit(self, namespace: str, ready: list[_Prepared], *, written: bool = False) -> None:
+        """Make the ready documents live: their manifests in one write, then sweep old chunks.
+
+        If the joint commit fails, each document commits on its own, so one bad document
+        cannot fail the others; a document whose commit fails loses the chunks this
+        attempt added and keeps its previous version.
+        """
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        new = p.to_embed
-        added: list[str] = []
+        staged = [(p, info) for p in ready if (info := self._stage(namespace, p, now, written=written)) is not None]
+        if not staged:
+            return
         try:
+            self.store.commit_documents(namespace, [info for _, info in staged])
+            committed = staged
+        except Exception:
+            if len(staged) == 1:
+                self._roll_back(namespace, *staged[0])
+                return
+            log.warning("joint commit of %d documents failed; committing one by one", len(staged), exc_info=True)
+            committed = []
+            for p, info in staged:
+                try:
+                    self.store.commit_document(namespace, info)
+                    committed.append((p, info))
+                except Exception:
+                    self._roll_back(namespace, p, info)
+        for p, _ in committed:
+            p.result.status = "updated" if p.previous is not None else "added"
+            p.result.embedded = len(p.to_embed)
+        try:
+            # older versions' chunks, and leftovers of any earlier attempt that crashed before its commit
+            keep = {info.doc_id: info.chunk_ids for _, info in committed}
+            self.store.delete_chunks(namespace, self.store.orphans(namespace, keep))
+        except Exception:
+            log.warning("could not sweep old chunks; they stay invisible and are swept next time", exc_info=True)
+
+    def _stage(self, namespace: str, p: _Prepared, now: str, *, written: bool) -> DocumentInfo | None:
+        """Write a document's new chunks (unless the batch write did) and its manifest record to be."""
+        assert p.doc is not None
+        info = DocumentInfo(
+            doc_id=p.doc.doc_id,
+            title=p.doc.title,
+            source=p.doc.source,
+            kind=p.doc.kind,
+            chunks=len(p.chunks),
+            pages=p.doc.pages,
+            ingested_at=now,
+            content_hash=p.fingerprint,
+            chunk_ids=[c.id for c in p.chunks],
+            extra=dict(p.doc.extra),
+        )
+        try:
+            new = p.to_embed
             if not written:
                 vectors = np.stack([p.vectors[c.id] for c in new]) if new else np.zeros((0, 1), np.float32)
                 self.store.add_chunks(namespace, new, vectors, now)
-            added = [c.id for c in new]
             self.store.update_chunk_metadata(namespace, [c for c in p.chunks if c.id in p.reused], now)
-            info = DocumentInfo(
-                doc_id=p.doc.doc_id,
-                title=p.doc.title,
-                source=p.doc.source,
-                kind=p.doc.kind,
-                chunks=len(p.chunks),
-                pages=p.doc.pages,
-                ingested_at=now,
-                content_hash=p.fingerprint,
-                chunk_ids=[c.id for c in p.chunks],
-                extra=dict(p.doc.extra),
-            )
-            self.store.commit_document(namespace, info)
-        except Exception as exc:
-            log.exception("writing %s failed; rolling back its new chunks", p.doc.source)
-            try:
-                self.store.delete_chunks(namespace, added or [c.id for c in new])
-            except Exception:
-                log.exception("rollback of %s failed; leftovers are invisible and swept next time", p.doc.source)
-            p.result.status, p.result.reason = "failed", f"store write failed: {exc}"
-            return
-        p.result.status = "updated" if p.previous is not None else "added"
-        p.result.embedded = len(new)
-        try:
-            self.store.delete_chunks(namespace, self.store.orphan_ids(namespace, info.doc_id, keep=info.chunk_ids))
         except Exception:
-            log.warning("could not sweep old chunks of %s; they stay invisible", p.doc.source, exc_info=True)
+            self._roll_back(namespace, p, info)
+            return None
+        return info
 
-
-class _Prefetch:
-    """Runs `work(item)` for each item in a background thread; iterating yields the results in order."""
-
-    _DONE = object()
-
-    def __init__(self, work: Callable, items: Iterator, depth: int = 4) -> None:  # type: ignore[type-arg]
-        self._out: queue.Queue = queue.Queue(maxsize=depth)  # type: ignore[type-arg]
-        self._work = work
-        self._items = items
-        self._thread = threading.Thread(target=self._produce, name="ingest-prefetch", daemon=True)
-        self._thread.start()
-
-    def _produce(self) -> None:
+    def _roll_back(self, namespace: str, p: _Prepared, info: DocumentInfo) -> None:
+        """Called from an except block: mark the document failed and remove what this attempt added."""
+        exc = sys.exc_info()[1]
+        log.exception("writing %s failed; rolling back its new chunks", info.source)
         try:
-            for item in self._items:
-                self._out.put(self._work(item))
-        except BaseException as exc:  # re-raised in the consumer
-            self._out.put(exc)
-        self._out.put(self._DONE)
-
-    def idle(self) -> bool:
-        """Nothing is ready: the next item would be waited for."""
-        return self._out.empty()
-
-    def __iter__(self) -> Iterator:  # type: ignore[type-arg]
-        while True:
-            got = self._out.get()
-            if got is self._DONE:
-                break
-            if isinstance(got, BaseException):
-                raise got
-            yield got
-        self._thread.join()
+            self.store.delete_chunks(namespace, [c.id for c in p.to_embed])
+        except Exception:
+            log.exception("rollback of %s failed; leftovers are invisible and swept next time", info.source)
+        p.result.status, p.result.reason = "failed", f"store write failed: {exc}"

@@ -22,7 +22,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,13 +275,26 @@ class ChromaStore:
 
     def commit_document(self, ns: str, info: DocumentInfo) -> None:
         """The commit point: the manifest now names exactly `info.chunk_ids`."""
+        self.commit_documents(ns, [info])
+
+    def commit_documents(self, ns: str, infos: Sequence[DocumentInfo]) -> None:
+        """Commit several documents in one manifest write and one generation bump.
+
+        Each document's switch is still its own record: a reader sees every document
+        either at its old version or its new one. Per-document commits cost two Chroma
+        writes (about 45 ms) each, which made them most of an ingest's writing time.
+        """
+        if not infos:
+            return
         with self._lock:
-            self._manifest(ns, create=True).upsert(
-                ids=[info.doc_id],
-                embeddings=[[0.0]],
-                metadatas=[_info_metadata(info)],
-                documents=[json.dumps(info.chunk_ids)],
-            )
+            manifest = self._manifest(ns, create=True)
+            for batch in _batched(list(infos), self.max_batch_size):
+                manifest.upsert(
+                    ids=[i.doc_id for i in batch],
+                    embeddings=[[0.0]] * len(batch),
+                    metadatas=[_info_metadata(i) for i in batch],
+                    documents=[json.dumps(i.chunk_ids) for i in batch],
+                )
             self._bump_generation(ns)
 
     def remove_document(self, ns: str, doc_id: str) -> DocumentInfo | None:
@@ -299,12 +312,22 @@ class ChromaStore:
 
     def orphan_ids(self, ns: str, doc_id: str, keep: Iterable[str]) -> list[str]:
         """Chunk ids stored for `doc_id` that are not in `keep` (leftovers of older versions)."""
+        return self.orphans(ns, {doc_id: keep})
+
+    def orphans(self, ns: str, keep: Mapping[str, Iterable[str]]) -> list[str]:
+        """Chunk ids stored for the documents in `keep` that their entry does not name."""
         col = self._chunks(ns)
-        if col is None:
+        if col is None or not keep:
             return []
-        keep_set = set(keep)
-        got = col.get(where={"doc_id": doc_id}, include=[])
-        return [i for i in got["ids"] if i not in keep_set]
+        allowed = {doc: set(ids) for doc, ids in keep.items()}
+        out: list[str] = []
+        for docs in _batched(list(allowed), 500):
+            where: Any = {"doc_id": docs[0]} if len(docs) == 1 else {"doc_id": {"$in": docs}}
+            got = col.get(where=where, include=["metadatas"])
+            for cid, meta in zip(got["ids"], got["metadatas"] or [], strict=False):
+                if cid not in allowed.get(str((meta or {}).get("doc_id")), ()):
+                    out.append(cid)
+        return out
 
     # -- reading ------------------------------------------------------------------------
     def count(self, ns: str) -> int:

@@ -72,9 +72,7 @@ def min_max(values: Sequence[float]) -> list[float]:
     return [(v - lo) / (hi - lo) for v in values]
 
 
-def convex_fuse(
-    dense: Sequence[float], lexical: Sequence[float], weights: Sequence[float] = (1.0, 1.0)
-) -> list[float]:
+def convex_fuse(dense: Sequence[float], lexical: Sequence[float], weights: Sequence[float] = (1.0, 1.0)) -> list[float]:
     """Weighted sum of min-max normalised dense and lexical scores of the same candidates."""
     total = sum(weights) or 1.0
     wd, wl = weights[0] / total, weights[1] / total

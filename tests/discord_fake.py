@@ -170,20 +170,32 @@ class FakeDiscord:
 
     @staticmethod
     def _user_payload(user_id: int, name: str, *, bot: bool = False) -> dict[str, Any]:
-        return {"id": str(user_id), "username": name, "discriminator": "0", "global_name": name,
-                "avatar": None, "bot": bot, "public_flags": 0}
+        return {
+            "id": str(user_id),
+            "username": name,
+            "discriminator": "0",
+            "global_name": name,
+            "avatar": None,
+            "bot": bot,
+            "public_flags": 0,
+        }
 
     def add_user(self, name: str) -> dict[str, Any]:
         return self._user_payload(self.snowflake(), name)
 
-    def add_guild(self, name: str, channels: tuple[str, ...] = ("general",), owner: dict[str, Any] | None = None
-                  ) -> dict[str, Any]:
+    def add_guild(
+        self, name: str, channels: tuple[str, ...] = ("general",), owner: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         gid = self.snowflake()
         owner = owner or self.owner
         guild = {
-            "id": str(gid), "name": name, "owner_id": owner["id"], "icon": None,
+            "id": str(gid),
+            "name": name,
+            "owner_id": owner["id"],
+            "icon": None,
             "roles": [self._role(gid, "@everyone", BASIC_PERMISSIONS, role_id=gid)],
-            "members": {}, "channels": [],
+            "members": {},
+            "channels": [],
         }
         self.guilds[gid] = guild
         self.add_member(gid, self.bot_user)
@@ -194,8 +206,17 @@ class FakeDiscord:
 
     @staticmethod
     def _role(gid: int, name: str, permissions: int, *, role_id: int) -> dict[str, Any]:
-        return {"id": str(role_id), "name": name, "permissions": str(permissions), "position": 0,
-                "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0}
+        return {
+            "id": str(role_id),
+            "name": name,
+            "permissions": str(permissions),
+            "position": 0,
+            "color": 0,
+            "hoist": False,
+            "managed": False,
+            "mentionable": False,
+            "flags": 0,
+        }
 
     def add_role(self, guild: dict[str, Any], name: str, permissions: int = 0) -> dict[str, Any]:
         role = self._role(int(guild["id"]), name, permissions, role_id=self.snowflake())
@@ -209,9 +230,19 @@ class FakeDiscord:
 
     def add_channel(self, gid: int | str, name: str) -> dict[str, Any]:
         guild = self.guilds[int(gid)]
-        channel = {"id": str(self.snowflake()), "type": 0, "name": name, "guild_id": guild["id"],
-                   "position": len(guild["channels"]), "permission_overwrites": [], "parent_id": None,
-                   "nsfw": False, "topic": None, "last_message_id": None, "rate_limit_per_user": 0}
+        channel = {
+            "id": str(self.snowflake()),
+            "type": 0,
+            "name": name,
+            "guild_id": guild["id"],
+            "position": len(guild["channels"]),
+            "permission_overwrites": [],
+            "parent_id": None,
+            "nsfw": False,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+        }
         guild["channels"].append(channel)
         self.channels[int(channel["id"])] = channel
         return channel
@@ -235,20 +266,36 @@ class FakeDiscord:
                 perms |= int(role["permissions"])
         if user["id"] == guild["owner_id"] or perms & 8:
             perms = ALL_PERMISSIONS
-        data = {"roles": role_ids, "joined_at": now_iso(), "deaf": False, "mute": False, "flags": 0,
-                "nick": None, "avatar": None, "pending": False, "permissions": str(perms)}
+        data = {
+            "roles": role_ids,
+            "joined_at": now_iso(),
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "nick": None,
+            "avatar": None,
+            "pending": False,
+            "permissions": str(perms),
+        }
         if with_user:
             data["user"] = user
         return data
 
-    def add_attachment(self, channel_id: int | str, filename: str, data: bytes,
-                       content_type: str = "application/octet-stream") -> dict[str, Any]:
+    def add_attachment(
+        self, channel_id: int | str, filename: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> dict[str, Any]:
         aid = self.snowflake()
         path = f"{channel_id}/{aid}/{filename}"
         self.files[path] = data
         url = f"http://127.0.0.1:{self.port}/cdn/attachments/{path}"
-        return {"id": str(aid), "filename": filename, "size": len(data), "url": url, "proxy_url": url,
-                "content_type": content_type}
+        return {
+            "id": str(aid),
+            "filename": filename,
+            "size": len(data),
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+        }
 
     # -- acting as users ----------------------------------------------------------------------
     async def user_message(
@@ -310,12 +357,26 @@ class FakeDiscord:
         inter = FakeInteraction(iid, token, 4 if focused else 2, name, int(channel["id"]), gid, user)
         self.interactions[token] = inter
         payload: dict[str, Any] = {
-            "id": str(iid), "application_id": str(self.app_id), "type": inter.type, "token": token, "version": 1,
-            "data": {"id": command["id"] if command else str(self.snowflake()), "name": name, "type": 1,
-                     "options": opts, "resolved": resolved},
-            "channel_id": channel["id"], "channel": channel, "app_permissions": str(ALL_PERMISSIONS),
-            "locale": "en-US", "entitlements": [], "authorizing_integration_owners": {"0": channel.get("guild_id")},
-            "context": 0, "attachment_size_limit": 25 * 1024 * 1024,
+            "id": str(iid),
+            "application_id": str(self.app_id),
+            "type": inter.type,
+            "token": token,
+            "version": 1,
+            "data": {
+                "id": command["id"] if command else str(self.snowflake()),
+                "name": name,
+                "type": 1,
+                "options": opts,
+                "resolved": resolved,
+            },
+            "channel_id": channel["id"],
+            "channel": channel,
+            "app_permissions": str(ALL_PERMISSIONS),
+            "locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": channel.get("guild_id")},
+            "context": 0,
+            "attachment_size_limit": 25 * 1024 * 1024,
         }
         if gid is not None:
             payload["guild_id"] = str(gid)
@@ -326,8 +387,15 @@ class FakeDiscord:
         await self.dispatch("INTERACTION_CREATE", payload)
         return inter
 
-    async def autocomplete(self, channel: dict[str, Any], user: dict[str, Any], name: str,
-                           options: dict[str, Any], focused: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    async def autocomplete(
+        self,
+        channel: dict[str, Any],
+        user: dict[str, Any],
+        name: str,
+        options: dict[str, Any],
+        focused: str,
+        timeout: float = 5.0,
+    ) -> list[dict[str, Any]]:
         inter = await self.slash(channel, user, name, options, focused=focused)
         await self.wait_for(lambda: inter.choices is not None, timeout)
         return inter.choices or []
@@ -348,9 +416,15 @@ class FakeDiscord:
         """Bot messages in the reply chain under `message` (an answer split over messages)."""
         out, parent = [], message["id"]
         while True:
-            nxt = next((m for m in self.messages.values()
-                        if (m.get("message_reference") or {}).get("message_id") == parent
-                        and m["author"]["id"] == self.bot_user["id"]), None)
+            nxt = next(
+                (
+                    m
+                    for m in self.messages.values()
+                    if (m.get("message_reference") or {}).get("message_id") == parent
+                    and m["author"]["id"] == self.bot_user["id"]
+                ),
+                None,
+            )
             if nxt is None:
                 return out
             out.append(nxt)
@@ -404,9 +478,14 @@ class FakeDiscord:
 
     async def _ready(self, ws: web.WebSocketResponse) -> None:
         ready = {
-            "v": 10, "user": self.bot_user, "session_id": "fake-session", "resume_gateway_url": self.gateway_url,
+            "v": 10,
+            "user": self.bot_user,
+            "session_id": "fake-session",
+            "resume_gateway_url": self.gateway_url,
             "guilds": [{"id": str(gid), "unavailable": True} for gid in self.guilds],
-            "application": {"id": str(self.app_id), "flags": 0}, "private_channels": [], "relationships": [],
+            "application": {"id": str(self.app_id), "flags": 0},
+            "private_channels": [],
+            "relationships": [],
         }
         self._seq += 1
         await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": self._seq, "d": ready}))
@@ -419,26 +498,72 @@ class FakeDiscord:
         members = [self.member_payload(gid, self._users[uid]) for uid in g["members"]]
         threads = [c for c in self.channels.values() if c.get("guild_id") == g["id"] and c["type"] == 11]
         return {
-            "id": g["id"], "name": g["name"], "icon": None, "owner_id": g["owner_id"], "roles": g["roles"],
-            "channels": g["channels"], "threads": threads, "members": members, "member_count": len(members),
-            "large": False, "unavailable": False, "features": [], "emojis": [], "stickers": [], "voice_states": [],
-            "presences": [], "stage_instances": [], "guild_scheduled_events": [], "joined_at": now_iso(),
-            "preferred_locale": "en-US", "premium_tier": 0, "system_channel_id": None, "afk_channel_id": None,
-            "verification_level": 0, "default_message_notifications": 0, "explicit_content_filter": 0,
-            "mfa_level": 0, "nsfw_level": 0, "description": None, "banner": None, "splash": None,
+            "id": g["id"],
+            "name": g["name"],
+            "icon": None,
+            "owner_id": g["owner_id"],
+            "roles": g["roles"],
+            "channels": g["channels"],
+            "threads": threads,
+            "members": members,
+            "member_count": len(members),
+            "large": False,
+            "unavailable": False,
+            "features": [],
+            "emojis": [],
+            "stickers": [],
+            "voice_states": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "joined_at": now_iso(),
+            "preferred_locale": "en-US",
+            "premium_tier": 0,
+            "system_channel_id": None,
+            "afk_channel_id": None,
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "description": None,
+            "banner": None,
+            "splash": None,
         }
 
     # -- messages ---------------------------------------------------------------------------
-    def _new_message(self, channel: dict[str, Any], author: dict[str, Any], content: str, *,
-                     mentions: Sequence[dict[str, Any]] = (), attachments: Sequence[dict[str, Any]] = (),
-                     embeds: Sequence[dict[str, Any]] = (), reply_to: dict[str, Any] | None = None,
-                     flags: int = 0, webhook: bool = False, message_id: int | None = None) -> dict[str, Any]:
+    def _new_message(
+        self,
+        channel: dict[str, Any],
+        author: dict[str, Any],
+        content: str,
+        *,
+        mentions: Sequence[dict[str, Any]] = (),
+        attachments: Sequence[dict[str, Any]] = (),
+        embeds: Sequence[dict[str, Any]] = (),
+        reply_to: dict[str, Any] | None = None,
+        flags: int = 0,
+        webhook: bool = False,
+        message_id: int | None = None,
+    ) -> dict[str, Any]:
         mid = message_id or self.snowflake()
         message: dict[str, Any] = {
-            "id": str(mid), "channel_id": channel["id"], "author": author, "content": content,
-            "timestamp": now_iso(), "edited_timestamp": None, "tts": False, "mention_everyone": False,
-            "mentions": list(mentions), "mention_roles": [], "attachments": list(attachments),
-            "embeds": list(embeds), "pinned": False, "type": 0, "flags": flags, "components": [],
+            "id": str(mid),
+            "channel_id": channel["id"],
+            "author": author,
+            "content": content,
+            "timestamp": now_iso(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": list(mentions),
+            "mention_roles": [],
+            "attachments": list(attachments),
+            "embeds": list(embeds),
+            "pinned": False,
+            "type": 0,
+            "flags": flags,
+            "components": [],
         }
         if channel.get("guild_id"):
             message["guild_id"] = channel["guild_id"]
@@ -447,8 +572,12 @@ class FakeDiscord:
             message["application_id"] = str(self.app_id)
         if reply_to is not None:
             message["type"] = 19
-            message["message_reference"] = {"type": 0, "message_id": reply_to["id"],
-                                            "channel_id": reply_to["channel_id"], "guild_id": reply_to.get("guild_id")}
+            message["message_reference"] = {
+                "type": 0,
+                "message_id": reply_to["id"],
+                "channel_id": reply_to["channel_id"],
+                "guild_id": reply_to.get("guild_id"),
+            }
             message["referenced_message"] = {k: v for k, v in reply_to.items() if k != "referenced_message"}
         self.messages[mid] = message
         self.timeline.append((time.monotonic(), mid, content))
@@ -470,8 +599,15 @@ class FakeDiscord:
     def _check_message(self, body: dict[str, Any], *, editing: bool = False) -> tuple[int, dict[str, Any]] | None:
         content = body.get("content")
         if content is not None and len(content) > 2000:
-            return 400, {"code": 50035, "message": "Invalid Form Body", "errors": {"content": {"_errors": [
-                {"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 2000 or fewer in length."}]}}}
+            return 400, {
+                "code": 50035,
+                "message": "Invalid Form Body",
+                "errors": {
+                    "content": {
+                        "_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 2000 or fewer in length."}]
+                    }
+                },
+            }
         for embed in body.get("embeds") or []:
             if len(embed.get("description") or "") > 4096 or len(embed.get("title") or "") > 256:
                 return 400, {"code": 50035, "message": "Invalid Form Body", "errors": {"embeds": "too long"}}
@@ -497,8 +633,11 @@ class FakeDiscord:
             return bad[0], bad[1], {}
         wait = self._edit_limited(mid)
         if wait:
-            return 429, {"message": "You are being rate limited.", "retry_after": round(wait, 3), "global": False}, {
-                "Via": "1.1 google", "X-RateLimit-Scope": "user"}
+            return (
+                429,
+                {"message": "You are being rate limited.", "retry_after": round(wait, 3), "global": False},
+                {"Via": "1.1 google", "X-RateLimit-Scope": "user"},
+            )
         for key in ("content", "embeds", "attachments", "components"):
             if key in body and body[key] is not None:
                 message[key] = body[key]
@@ -526,8 +665,10 @@ class FakeDiscord:
             body = json.loads(str(form.get("payload_json") or "{}"))
         call = Call(request.method, path, dict(request.query), body)
         self.calls.append(call)
-        if request.headers.get("Authorization", "").startswith("Bot ") and \
-                request.headers["Authorization"] != f"Bot {self.token}":
+        if (
+            request.headers.get("Authorization", "").startswith("Bot ")
+            and request.headers["Authorization"] != f"Bot {self.token}"
+        ):
             status, data, headers = 401, {"code": 0, "message": "401: Unauthorized"}, {}
         else:
             status, data, headers = await self._route(request.method, path, dict(request.query), body or {})
@@ -538,11 +679,13 @@ class FakeDiscord:
             self.rejected.append(call)
         if status == 204:
             return web.Response(status=204)
-        return web.Response(status=status, body=json.dumps(data).encode(),
-                            headers={"Content-Type": "application/json", **headers})
+        return web.Response(
+            status=status, body=json.dumps(data).encode(), headers={"Content-Type": "application/json", **headers}
+        )
 
-    async def _route(self, method: str, path: str, query: dict[str, str], body: dict[str, Any]
-                     ) -> tuple[int, Any, dict[str, str]]:
+    async def _route(
+        self, method: str, path: str, query: dict[str, str], body: dict[str, Any]
+    ) -> tuple[int, Any, dict[str, str]]:
         for verb, pattern, handler in self._table:
             if verb == method and (m := re.fullmatch(pattern, path)):
                 return await handler(self, query=query, body=body, **m.groupdict())
@@ -552,19 +695,47 @@ class FakeDiscord:
         return 200, self.bot_user, {}
 
     async def _app(self, **_: Any) -> tuple[int, Any, dict[str, str]]:
-        return 200, {"id": str(self.app_id), "name": "ragcord", "description": "", "icon": None, "bot_public": True,
-                     "bot_require_code_grant": False, "owner": self.owner, "verify_key": "0" * 64, "flags": 0,
-                     "team": None, "summary": ""}, {}
+        return (
+            200,
+            {
+                "id": str(self.app_id),
+                "name": "ragcord",
+                "description": "",
+                "icon": None,
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "owner": self.owner,
+                "verify_key": "0" * 64,
+                "flags": 0,
+                "team": None,
+                "summary": "",
+            },
+            {},
+        )
 
     async def _gateway_info(self, **_: Any) -> tuple[int, Any, dict[str, str]]:
-        return 200, {"url": self.gateway_url, "shards": 1, "session_start_limit": {
-            "total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}}, {}
+        return (
+            200,
+            {
+                "url": self.gateway_url,
+                "shards": 1,
+                "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1},
+            },
+            {},
+        )
 
     async def _put_commands(self, body: Any, **_: Any) -> tuple[int, Any, dict[str, str]]:
         self.commands = []
         for cmd in body:
-            self.commands.append({**cmd, "id": str(self.snowflake()), "application_id": str(self.app_id),
-                                  "version": str(self.snowflake()), "type": cmd.get("type", 1)})
+            self.commands.append(
+                {
+                    **cmd,
+                    "id": str(self.snowflake()),
+                    "application_id": str(self.app_id),
+                    "version": str(self.snowflake()),
+                    "type": cmd.get("type", 1),
+                }
+            )
         return 200, self.commands, {}
 
     async def _get_commands(self, **_: Any) -> tuple[int, Any, dict[str, str]]:
@@ -603,13 +774,20 @@ class FakeDiscord:
         reply_to = self.messages.get(int(ref["message_id"])) if ref.get("message_id") else None
         if ref.get("message_id") and reply_to is None and ref.get("fail_if_not_exists", True):
             return 400, {"code": 50035, "message": "Invalid Form Body", "errors": {"message_reference": "Unknown"}}, {}
-        message = self._new_message(target, self.bot_user, body.get("content") or "", embeds=body.get("embeds") or [],
-                                    reply_to=reply_to, flags=int(body.get("flags") or 0))
+        message = self._new_message(
+            target,
+            self.bot_user,
+            body.get("content") or "",
+            embeds=body.get("embeds") or [],
+            reply_to=reply_to,
+            flags=int(body.get("flags") or 0),
+        )
         await self._dispatch_message("MESSAGE_CREATE", message)
         return 200, message, {}
 
-    async def _edit_message(self, channel: str, message: str, body: dict[str, Any], **_: Any
-                            ) -> tuple[int, Any, dict[str, str]]:
+    async def _edit_message(
+        self, channel: str, message: str, body: dict[str, Any], **_: Any
+    ) -> tuple[int, Any, dict[str, str]]:
         return await self._edit(int(message), body)
 
     async def _delete_message(self, channel: str, message: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
@@ -619,14 +797,30 @@ class FakeDiscord:
         await self.delete_message(self.channels[int(channel)], data)
         return 204, None, {}
 
-    async def _create_thread(self, channel: str, message: str, body: dict[str, Any], **_: Any
-                             ) -> tuple[int, Any, dict[str, str]]:
+    async def _create_thread(
+        self, channel: str, message: str, body: dict[str, Any], **_: Any
+    ) -> tuple[int, Any, dict[str, str]]:
         parent = self.channels[int(channel)]
-        thread = {"id": message, "type": 11, "guild_id": parent["guild_id"], "parent_id": parent["id"],
-                  "owner_id": self.bot_user["id"], "name": body["name"], "message_count": 0, "member_count": 1,
-                  "rate_limit_per_user": 0, "flags": 0, "total_message_sent": 0, "last_message_id": None,
-                  "thread_metadata": {"archived": False, "auto_archive_duration": body.get("auto_archive_duration")
-                                      or 1440, "archive_timestamp": now_iso(), "locked": False}}
+        thread = {
+            "id": message,
+            "type": 11,
+            "guild_id": parent["guild_id"],
+            "parent_id": parent["id"],
+            "owner_id": self.bot_user["id"],
+            "name": body["name"],
+            "message_count": 0,
+            "member_count": 1,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+            "total_message_sent": 0,
+            "last_message_id": None,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": body.get("auto_archive_duration") or 1440,
+                "archive_timestamp": now_iso(),
+                "locked": False,
+            },
+        }
         self.channels[int(message)] = thread
         await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
         return 200, thread, {}
@@ -654,12 +848,21 @@ class FakeDiscord:
                 return bad[0], bad[1], {}
             flags = int(data.get("flags") or 0) | (LOADING if kind == 5 else 0)
             channel = self.channels[inter.channel_id]
-            message = self._new_message(channel, self.bot_user, data.get("content") or "",
-                                        embeds=data.get("embeds") or [], flags=flags, webhook=True)
+            message = self._new_message(
+                channel,
+                self.bot_user,
+                data.get("content") or "",
+                embeds=data.get("embeds") or [],
+                flags=flags,
+                webhook=True,
+            )
             inter.original_id = int(message["id"])
             await self._dispatch_message("MESSAGE_CREATE", message)
-            info.update(response_message_id=message["id"], response_message_loading=kind == 5,
-                        response_message_ephemeral=bool(flags & EPHEMERAL))
+            info.update(
+                response_message_id=message["id"],
+                response_message_loading=kind == 5,
+                response_message_ephemeral=bool(flags & EPHEMERAL),
+            )
             resource["message"] = message
         return 200, {"interaction": info, "resource": resource}, {}
 
@@ -682,8 +885,14 @@ class FakeDiscord:
             return await self._edit(int(original["id"]), body)
         flags = int(body.get("flags") or 0)
         channel = self.channels[inter.channel_id]
-        message = self._new_message(channel, self.bot_user, body.get("content") or "", embeds=body.get("embeds") or [],
-                                    flags=flags, webhook=True)
+        message = self._new_message(
+            channel,
+            self.bot_user,
+            body.get("content") or "",
+            embeds=body.get("embeds") or [],
+            flags=flags,
+            webhook=True,
+        )
         inter.followup_ids.append(int(message["id"]))
         await self._dispatch_message("MESSAGE_CREATE", message)
         return 200, message, {}
@@ -693,8 +902,9 @@ class FakeDiscord:
         data = self.messages.get(mid or 0)
         return (200, data, {}) if data else (404, {"code": 10008, "message": "Unknown Message"}, {})
 
-    async def _webhook_edit(self, token: str, message: str, body: dict[str, Any], **_: Any
-                            ) -> tuple[int, Any, dict[str, str]]:
+    async def _webhook_edit(
+        self, token: str, message: str, body: dict[str, Any], **_: Any
+    ) -> tuple[int, Any, dict[str, str]]:
         mid = self._interaction_message(token, message)
         if mid is None:
             return 404, {"code": 10015, "message": "Unknown Webhook"}, {}

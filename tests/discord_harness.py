@@ -12,14 +12,16 @@ from tests.discord_fake import EPHEMERAL, LOADING, FakeDiscord, FakeInteraction
 
 __all__ = ["EPHEMERAL", "INTERVAL", "World", "answer_finished", "message_payloads", "running_bot", "world"]
 
+
 def answer_finished(messages: list[dict[str, Any]]) -> bool:
     """An answer's last message shows its final state: done, or the failure explanation."""
     return bool(messages) and ("✅ done" in messages[-1]["content"] or messages[-1]["content"].startswith("⚠️"))
 
 
 @asynccontextmanager
-async def running_bot(fake: FakeDiscord, settings: Any, service: Any, *, sync: bool = True,
-                      timeout: float = 10.0) -> AsyncIterator[Any]:
+async def running_bot(
+    fake: FakeDiscord, settings: Any, service: Any, *, sync: bool = True, timeout: float = 10.0
+) -> AsyncIterator[Any]:
     """Start `RagBot` (real discord.py) against the fake; yield it once READY; close it after."""
     from bot.discord_app.client import RagBot
 
@@ -66,8 +68,15 @@ class World:
         self.service.prepare_index(self.namespace(g))
         return result
 
-    async def ask(self, user: dict[str, Any], text: str, *, channel: dict[str, Any] | None = None,
-                  reply_to: dict[str, Any] | None = None, mention: bool = True) -> dict[str, Any]:
+    async def ask(
+        self,
+        user: dict[str, Any],
+        text: str,
+        *,
+        channel: dict[str, Any] | None = None,
+        reply_to: dict[str, Any] | None = None,
+        mention: bool = True,
+    ) -> dict[str, Any]:
         return await self.fake.user_message(channel or self.channel, user, text, mention=mention, reply_to=reply_to)
 
     async def answer(self, question: dict[str, Any], timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -75,25 +84,35 @@ class World:
         await self.fake.wait_for(lambda: answer_finished(self.fake.replies_to(question)), timeout)
         return self.fake.replies_to(question)
 
-    async def command(self, user: dict[str, Any], name: str, options: dict[str, Any] | None = None, *,
-                      channel: dict[str, Any] | None = None) -> FakeInteraction:
+    async def command(
+        self,
+        user: dict[str, Any],
+        name: str,
+        options: dict[str, Any] | None = None,
+        *,
+        channel: dict[str, Any] | None = None,
+    ) -> FakeInteraction:
         return await self.fake.slash(channel or self.channel, user, name, options)
 
-    async def reply(self, inter: FakeInteraction, *, streamed: bool = True, timeout: float = 10.0
-                    ) -> list[dict[str, Any]]:
+    async def reply(
+        self, inter: FakeInteraction, *, streamed: bool = True, timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
         """The messages answering an interaction, once final (streamed: ends done/failed)."""
+
         def ready() -> bool:
             msgs = self.fake.interaction_messages(inter)
             if streamed:
                 return answer_finished(msgs)
             return bool(msgs) and not int(msgs[0]["flags"]) & LOADING
+
         await self.fake.wait_for(ready, timeout)
         return self.fake.interaction_messages(inter)
 
 
 @asynccontextmanager
-async def world(tmp_path: Any, llm: Any, *, guilds: int = 1, fake_options: dict[str, Any] | None = None,
-                **overrides: Any) -> AsyncIterator[World]:
+async def world(
+    tmp_path: Any, llm: Any, *, guilds: int = 1, fake_options: dict[str, Any] | None = None, **overrides: Any
+) -> AsyncIterator[World]:
     """A fake Discord, a RagService (FakeEmbedder, real embedded Chroma, `llm`) and the running bot."""
     from bot.service import RagService
     from bot.settings import Settings
@@ -111,11 +130,18 @@ async def world(tmp_path: Any, llm: Any, *, guilds: int = 1, fake_options: dict[
         other = fake.add_guild(f"guild{i + 1}")
         fake.add_member(other["id"], alice)
     options: dict[str, Any] = {"edit_interval": INTERVAL, "min_score": 0.2, "caution_score": 0.3, **overrides}
-    settings = Settings(_env_file=None, data_dir=tmp_path, discord_token=fake.token,  # type: ignore[call-arg]
-                        discord_api_base=fake.api_base, discord_gateway_url=fake.gateway_url, **options)
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        discord_token=fake.token,  # type: ignore[call-arg]
+        discord_api_base=fake.api_base,
+        discord_gateway_url=fake.gateway_url,
+        **options,
+    )
     store = ChromaStore(ChromaLocation(path=tmp_path / "chroma"), refresh_interval=0.0)
-    service = RagService(store, FakeEmbedder(), llm_factory=lambda: llm, lexical_dir=tmp_path / "lexical",
-                         settings=settings)
+    service = RagService(
+        store, FakeEmbedder(), llm_factory=lambda: llm, lexical_dir=tmp_path / "lexical", settings=settings
+    )
     try:
         async with running_bot(fake, settings, service) as bot:
             yield World(fake, bot, service, llm, guild, fake.channel(guild), admin, alice, bob, carol)

@@ -85,8 +85,9 @@ async def test_slash_ask_defers_at_once_even_when_the_queue_is_busy(tmp_path):
         assert inter.callback["type"] == 5  # deferred ("thinking")
         assert inter.ephemeral
         original = await w.reply(inter)
-        assert any("1 question ahead of you" in c.json.get("content", "") for c in
-                   w.fake.rest_calls("PATCH", inter.token))  # its queue position was shown
+        assert any(
+            "1 question ahead of you" in c.json.get("content", "") for c in w.fake.rest_calls("PATCH", inter.token)
+        )  # its queue position was shown
         assert "✅ done" in original[-1]["content"]
         assert int(original[-1]["flags"]) & EPHEMERAL
         assert original[-1]["embeds"][0]["title"] == "Sources"
@@ -112,8 +113,9 @@ async def test_long_answer_is_split_without_losing_text(tmp_path):
 
 
 async def test_failure_mid_answer_is_explained_and_the_bot_keeps_serving(tmp_path, caplog):
-    llm = FakeLLM(["Start it with the command ragcord bot, then wait for the ready line. [1]"] * 2,
-                  delay=0.01, fail_after=4)
+    llm = FakeLLM(
+        ["Start it with the command ragcord bot, then wait for the ready line. [1]"] * 2, delay=0.01, fail_after=4
+    )
     async with world(tmp_path, llm) as w:
         w.add_document("deploy.md", DEPLOY)
         with caplog.at_level(logging.ERROR):
@@ -162,12 +164,15 @@ async def test_three_users_share_the_model_fairly_and_the_loop_stays_responsive(
         ticking.cancel()
 
         assert all("✅ done" in a[-1]["content"] for a in answers)
-        first_posts = {c.json["message_reference"]["message_id"]: c.json["content"]
-                       for c in w.fake.rest_calls("POST", r"/channels/\d+/messages$")}
+        first_posts = {
+            c.json["message_reference"]["message_id"]: c.json["content"]
+            for c in w.fake.rest_calls("POST", r"/channels/\d+/messages$")
+        }
         edits = " ".join(c.json.get("content", "") for c in w.fake.rest_calls("PATCH"))
         assert "ahead of you" in first_posts[int(qc["id"])] or "2 questions ahead of you" in edits
-        finished = {q["id"]: max(w.fake.edits[int(a[-1]["id"])]) for q, a in zip((qa1, qa2, qb, qc), answers,
-                                                                                 strict=True)}
+        finished = {
+            q["id"]: max(w.fake.edits[int(a[-1]["id"])]) for q, a in zip((qa1, qa2, qb, qc), answers, strict=True)
+        }
         assert finished[qb["id"]] < finished[qa2["id"]] and finished[qc["id"]] < finished[qa2["id"]]
         # the event loop kept running while the model generated in its worker thread
         assert max(gaps) < 0.25, max(gaps)

@@ -57,10 +57,12 @@ def make_pdf(pages: list[str], title: str = "Operations Manual") -> bytes:
 
 
 async def test_ingest_pdf_attachment_then_answer_cites_the_page(tmp_path):
-    pdf = make_pdf([
-        "Welcome to the operations manual. This page introduces the team and the office.",
-        "Backups run every night at two in the morning. The backup password rotates every ninety days.",
-    ])
+    pdf = make_pdf(
+        [
+            "Welcome to the operations manual. This page introduces the team and the office.",
+            "Backups run every night at two in the morning. The backup password rotates every ninety days.",
+        ]
+    )
     llm = FakeLLM(default=cite_first_passage)
     async with world(tmp_path, llm) as w:
         attachment = w.fake.add_attachment(w.channel["id"], "manual.pdf", pdf, "application/pdf")
@@ -147,8 +149,11 @@ async def test_summarize_document_and_channel(tmp_path):
         assert "Handbook" in summary["embeds"][0]["description"]
         assert "New people get a laptop" in llm.last_prompt
 
-        for user, text in ((w.alice, "Shall we launch on Friday?"), (w.bob, "Friday works, after the review."),
-                           (w.carol, "I'll book the review for Thursday.")):
+        for user, text in (
+            (w.alice, "Shall we launch on Friday?"),
+            (w.bob, "Friday works, after the review."),
+            (w.carol, "I'll book the review for Thursday."),
+        ):
             await w.fake.user_message(w.channel, user, text)
         inter = await w.command(w.alice, "summarize", {"scope": "channel", "messages": 10})
         [summary] = await w.reply(inter)

@@ -22,8 +22,13 @@ DEPLOY = (
 
 
 def _settings(fake: FakeDiscord, tmp_path: Path, **overrides: object) -> Settings:
-    return Settings(_env_file=None, data_dir=tmp_path, discord_api_base=fake.api_base,  # type: ignore[call-arg]
-                    discord_gateway_url=fake.gateway_url, **overrides)
+    return Settings(
+        _env_file=None,
+        data_dir=tmp_path,
+        discord_api_base=fake.api_base,  # type: ignore[call-arg]
+        discord_gateway_url=fake.gateway_url,
+        **overrides,
+    )
 
 
 def _fake_service(tmp_path: Path, settings: Settings) -> RagService:
@@ -76,13 +81,18 @@ async def test_real_model_answers_a_mention(tmp_path):
     service = await asyncio.to_thread(RagService.from_settings, settings)
     namespace = f"g{guild['id']}"
     try:
-        result = await asyncio.to_thread(service.ingest_bytes, namespace, DEPLOY.encode(), "deploy.md",
-                                         source="discord:test:deploy.md")
+        result = await asyncio.to_thread(
+            service.ingest_bytes, namespace, DEPLOY.encode(), "deploy.md", source="discord:test:deploy.md"
+        )
         assert result.status == "added"
         async with running_bot(fake, settings, service, timeout=120):
             question = await fake.user_message(channel, alice, "How do I start the bot?", mention=True)
-            await fake.wait_for(lambda: any("✅ done" in m["content"] or m["content"].startswith("⚠️")
-                                            for m in fake.replies_to(question)), 120)
+            await fake.wait_for(
+                lambda: any(
+                    "✅ done" in m["content"] or m["content"].startswith("⚠️") for m in fake.replies_to(question)
+                ),
+                120,
+            )
             [answer] = fake.replies_to(question)
             assert "✅ done" in answer["content"], answer["content"]
             assert answer["embeds"] and "Deploying" in answer["embeds"][0]["description"]
@@ -117,8 +127,9 @@ async def test_the_fake_enforces_discords_limits():
             assert statuses == [200] * 5 + [429]
             inter = await fake.slash(channel, fake.owner, "status")
             await asyncio.sleep(0.3)
-            async with http.post(f"{fake.api_base}/interactions/{inter.id}/{inter.token}/callback",
-                                 json={"type": 5}) as r:
+            async with http.post(
+                f"{fake.api_base}/interactions/{inter.id}/{inter.token}/callback", json={"type": 5}
+            ) as r:
                 assert r.status == 404 and (await r.json())["code"] == 10062
     finally:
         await fake.close()

@@ -33,8 +33,9 @@ def test_sanitize_neutralises_mass_mentions():
 
 def _citation(n: int, *, title: str = "Guide", page: int | None = 3, url: str | None = None) -> Citation:
     extra = (("jump_url", url),) if url else ()
-    chunk = Chunk(doc_id="d1", index=n, text="Backups run nightly.", title=title, source="guide.pdf", page=page,
-                  extra=extra)
+    chunk = Chunk(
+        doc_id="d1", index=n, text="Backups run nightly.", title=title, source="guide.pdf", page=page, extra=extra
+    )
     return Citation(n, chunk, "Backups run nightly.", 0.8)
 
 
@@ -49,8 +50,13 @@ class _Target:
 
 def test_render_cautious_declined_and_consulted():
     writer = StreamingReply(_Target())
-    cautious = Answer("q", text="Nightly. [1]", status="cautious", note="Treat this with care.",
-                      citations=[_citation(1, url="https://discord.com/channels/1/2/3")])
+    cautious = Answer(
+        "q",
+        text="Nightly. [1]",
+        status="cautious",
+        note="Treat this with care.",
+        citations=[_citation(1, url="https://discord.com/channels/1/2/3")],
+    )
     [(content, embeds)] = writer.render_answer(cautious)
     assert content == "Nightly. [1]\n\n-# ⚠️ Treat this with care.\n-# ✅ done"
     assert embeds[0].title == "Sources"
@@ -106,6 +112,7 @@ async def test_queue_is_one_at_a_time_round_robin_and_off_the_loop():
             yield Token(label)
             running -= 1
             yield Completed(Answer(label, text=label))
+
         return produce
 
     async def consume(events: AsyncIterator[AnswerEvent]) -> None:
@@ -115,8 +122,9 @@ async def test_queue_is_one_at_a_time_round_robin_and_off_the_loop():
     futures = []
     for user, label in ((1, "a1"), (1, "a2"), (1, "a3"), (2, "b1"), (3, "c1"), (2, "b2")):
         positions[label] = []
-        futures.append(queue.submit(Job(user, producer(label), consume, on_position=positions[label].append,
-                                        label=label)))
+        futures.append(
+            queue.submit(Job(user, producer(label), consume, on_position=positions[label].append, label=label))
+        )
     await asyncio.sleep(0.05)
     assert queue.ahead_of_new(4) == 3  # a newcomer waits for a1 (running), b1 and c1 only
     gate.set()

@@ -66,13 +66,49 @@ def test_store_write_failure_rolls_back(service, docs_dir, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(service.store, "commit_document", boom)
+    monkeypatch.setattr(service.store, "commit_documents", boom)
     results = service.ingest_paths(NS, [docs_dir / "deploy.md"])
     assert results[0].status == "failed" and "disk full" in results[0].reason
     monkeypatch.undo()
     assert service.find_document(NS, "deploy.md").chunk_ids == old.chunk_ids
     # the new chunks written before the failure were removed again
     assert service.store.orphan_ids(NS, old.doc_id, keep=old.chunk_ids) == []
+
+
+def test_one_documents_failed_commit_does_not_fail_the_batch(service, docs_dir, monkeypatch):
+    """Documents commit together; if that write fails, each commits alone and only the bad one fails."""
+    commit = service.store.commit_documents
+    calls = []
+
+    def flaky(ns, infos):
+        calls.append([i.title for i in infos])
+        if len(infos) > 1 or infos[0].title == "Deploying":
+            raise RuntimeError("disk full")
+        commit(ns, infos)
+
+    monkeypatch.setattr(service.store, "commit_documents", flaky)
+    results = service.ingest_paths(NS, [docs_dir])
+    monkeypatch.undo()
+    assert len(calls[0]) == 3  # one joint commit first
+    assert statuses(results) == {"billing.txt": "added", "deploy.md": "failed", "garden.html": "added"}
+    assert "disk full" in next(r.reason for r in results if r.status == "failed")
+    assert sorted(d.title for d in service.documents(NS)) == ["Garden", "billing.txt"]
+    # the failed document's chunks were removed, not left behind
+    live = service.store.live_ids(NS)
+    stored = service.store._chunks(NS).get(include=[])["ids"]
+    assert set(stored) == live
+    again = service.ingest_paths(NS, [docs_dir])
+    assert statuses(again) == {"billing.txt": "unchanged", "deploy.md": "added", "garden.html": "unchanged"}
+
+
+def test_batch_commit_sweeps_old_versions_of_every_document(service, docs_dir):
+    service.ingest_paths(NS, [docs_dir])
+    for name in ("billing.txt", "deploy.md"):
+        (docs_dir / name).write_text((docs_dir / name).read_text() + "\nA new closing sentence about otters.\n")
+    results = service.ingest_paths(NS, [docs_dir])
+    assert statuses(results) == {"billing.txt": "updated", "deploy.md": "updated", "garden.html": "unchanged"}
+    stored = set(service.store._chunks(NS).get(include=[])["ids"])
+    assert stored == service.store.live_ids(NS)  # no chunk of an old version remains
 
 
 def test_unsupported_and_missing_files_are_skipped_with_reason(service, tmp_path):

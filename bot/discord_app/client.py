@@ -189,4 +189,3 @@ class RagBot(commands.Bot):
         job = Job(user_id, produce, writer.consume, on_position=writer.on_position, label=label)
         await self.queue.submit(job)
         return writer.answer
-

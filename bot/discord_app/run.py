@@ -74,7 +74,7 @@ def run_bot(
         return 1
     except discord.PrivilegedIntentsRequired:
         log.error(
-            "Discord refused the connection: the bot needs the privileged \"Message Content Intent\". "
+            'Discord refused the connection: the bot needs the privileged "Message Content Intent". '
             "Switch it on at %s > your application > Bot > Privileged Gateway Intents, then start again.",
             PORTAL,
         )

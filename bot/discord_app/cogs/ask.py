@@ -137,9 +137,7 @@ class Ask(commands.Cog):
         except Exception as exc:
             log.exception("answering message %s failed", message.id)
             with contextlib.suppress(discord.HTTPException):
-                await message.reply(
-                    f"⚠️ Something went wrong: {exc}. Try again.", allowed_mentions=NO_MENTIONS
-                )
+                await message.reply(f"⚠️ Something went wrong: {exc}. Try again.", allowed_mentions=NO_MENTIONS)
 
     async def _is_question(self, message: discord.Message) -> bool:
         bot = self.bot
@@ -161,8 +159,10 @@ class Ask(commands.Cog):
         assert bot.user is not None
         question = question_text(message, bot.user.id)
         if not question:
-            await message.reply("Ask me a question about this server's documents, e.g. `@me how do I deploy?`",
-                                allowed_mentions=NO_MENTIONS)
+            await message.reply(
+                "Ask me a question about this server's documents, e.g. `@me how do I deploy?`",
+                allowed_mentions=NO_MENTIONS,
+            )
             return
         wait = bot.queue.rate.check(message.author.id)
         if wait:
