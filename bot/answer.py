@@ -100,7 +100,7 @@ class Answerer:
         min_score: float = 0.30,
         caution_score: float = 0.45,
         params: GenerationParams | None = None,
-        max_passage_chars: int = 700,
+        passage_chars: int = 250,
         history_turns: int = 4,
     ) -> None:
         self.retriever = retriever
@@ -111,7 +111,7 @@ class Answerer:
         self.params = params or GenerationParams(stop=STOP)
         if not self.params.stop:
             self.params = dataclasses.replace(self.params, stop=STOP)
-        self.max_passage_chars = max_passage_chars
+        self.passage_chars = passage_chars
         self.history_turns = history_turns
 
     def ask(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Answer:
@@ -143,7 +143,7 @@ class Answerer:
 
         chunks = [h.chunk for h in hits]
         scores = [h.dense or 0.0 for h in hits]
-        messages = answer_messages(question, chunks, max_passage_chars=self.max_passage_chars)
+        messages = answer_messages(question, chunks, passage_chars=self.passage_chars)
         pieces: list[str] = []
         t1 = time.perf_counter()
         try:

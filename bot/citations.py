@@ -217,7 +217,7 @@ def terms(text: str) -> set[str]:
     return {_stem(w) for w in content_words(text)}
 
 
-def _idf(passages: Sequence[str]) -> dict[str, float]:
+def idf_weights(passages: Sequence[str]) -> dict[str, float]:
     df: Counter[str] = Counter()
     for p in passages:
         df.update(terms(p))
@@ -362,7 +362,7 @@ def verify(
     cleaned = drop_unsupported(strip_invalid_markers(answer, valid), chunks)
     if not cited_numbers(cleaned):
         cleaned = attribute(cleaned, chunks)
-    idf = _idf([c.text for c in chunks])
+    idf = idf_weights([c.text for c in chunks])
     citations = []
     for n in cited_numbers(cleaned):
         chunk = chunks[n - 1]
@@ -387,7 +387,7 @@ def consulted(
     Shown as "Sources consulted" when the model cited nothing valid, and beside the
     citations otherwise: a small model often cites one passage when the answer is in another.
     """
-    idf = _idf([c.text for c in chunks])
+    idf = idf_weights([c.text for c in chunks])
     # The question, not the small model's prose, picks these quotes: mixing the answer in
     # dropped XQuAD evidence holding the gold answer from 0.92 to 0.85.
     target = question if question.strip() else answer

@@ -74,6 +74,7 @@ class LlamaCppLLM:
         n_ctx: int = 2048,
         n_threads: int = 2,
         n_batch: int = 512,
+        flash_attn: bool = True,
     ) -> None:
         path = Path(model_path) if model_path else default_gguf_path()
         if not path.is_file():
@@ -92,6 +93,7 @@ class LlamaCppLLM:
                 n_threads=n_threads,
                 n_threads_batch=n_threads,
                 n_batch=n_batch,
+                flash_attn=flash_attn,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bot.citations import best_quote, idf_weights
 from bot.llm import Message
 from store.types import Chunk
 
@@ -22,22 +23,33 @@ SUMMARY_SYSTEM = (
 STOP = ("<|im_end|>", "<|endoftext|>", "\nQuestion:", "\nPassages:", "\n[Passage", "\n\n\n")
 
 
-def passage_block(chunks: Sequence[Chunk], max_chars: int) -> str:
+def passage_block(chunks: Sequence[Chunk], max_chars: int, *, focus: str = "") -> str:
     """Numbered passages, text only: with "(title, page)" headers the 135M model echoes the
-    headers instead of answering (measured), and titles are shown to users by code anyway."""
+    headers instead of answering (measured), and titles are shown to users by code anyway.
+
+    With `focus` (the question), each passage is cut to its sentences that best match it
+    (`best_quote`, the same choice as the quotes users see); without, to its first
+    `max_chars`. `max_chars` 0 keeps whole passages. Every character here is a prompt
+    token the model evaluates before its first word: the first token's wait grows with it.
+    """
+    idf = idf_weights([c.text for c in chunks]) if focus else None
     lines = []
     for n, chunk in enumerate(chunks, start=1):
         text = " ".join(chunk.text.split())
-        if len(text) > max_chars:
-            text = text[:max_chars].rsplit(" ", 1)[0] + " …"
+        if max_chars and len(text) > max_chars:
+            if focus:
+                text = best_quote(text, focus, max_chars=max_chars, idf=idf)
+            else:
+                text = text[:max_chars].rsplit(" ", 1)[0] + " …"
         lines.append(f"[{n}] {text}")
     return "\n".join(lines)
 
 
-def answer_messages(question: str, chunks: Sequence[Chunk], *, max_passage_chars: int = 700) -> list[Message]:
+def answer_messages(question: str, chunks: Sequence[Chunk], *, passage_chars: int = 250) -> list[Message]:
     # The question comes before and after the passages: measured to keep a 135M model on topic.
+    passages = passage_block(chunks, passage_chars, focus=question)
     user = (
-        f"Question: {question}\n\nPassages:\n{passage_block(chunks, max_passage_chars)}\n\n"
+        f"Question: {question}\n\nPassages:\n{passages}\n\n"
         f'Answer the question "{question}" in one sentence, citing the passage number like [1].'
     )
     return [Message("system", SYSTEM), Message("user", user)]

@@ -68,6 +68,7 @@ def build_llm(settings: Settings) -> LLM:
         n_ctx=settings.llm_context,
         n_threads=settings.llm_threads,
         n_batch=settings.llm_batch,
+        flash_attn=settings.llm_flash_attn,
     )
 
 
@@ -153,6 +154,7 @@ class RagService:
             min_score=s.min_score,
             caution_score=s.caution_score,
             params=self.params,
+            passage_chars=s.passage_chars,
             history_turns=s.history_turns,
         )
 

@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         "hybrid", description="dense (embeddings), lexical (BM25) or hybrid (both, fused)."
     )
     top_k: int = Field(4, description="Passages given to the model per question.")
+    passage_chars: int = Field(
+        250,
+        description=(
+            "Characters of each passage the model reads: its sentences that best match the question. "
+            "0: whole passages (a slower first token; no better with the default model, see bench/README.md)."
+        ),
+    )
     min_score: float = Field(
         0.32,
         description=(
@@ -87,6 +94,13 @@ class Settings(BaseSettings):
     llm_context: int = Field(2048, description="Context window in tokens.")
     llm_threads: int = Field(2, description="CPU threads for generation.")
     llm_batch: int = Field(512, description="Prompt-evaluation batch size in tokens.")
+    llm_flash_attn: bool = Field(
+        True,
+        description=(
+            "Flash attention in llama.cpp: prompts 10-15% faster here; answers then vary slightly with what the "
+            "prompt cache holds (false: word for word an uncached run's)."
+        ),
+    )
     llm_temperature: float = Field(0.1, description="Sampling temperature (0 = greedy).")
     llm_top_p: float = Field(0.9, description="Nucleus sampling cut-off.")
     llm_max_tokens: int = Field(160, description="Longest answer in tokens (small models ramble).")

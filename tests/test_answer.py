@@ -96,3 +96,18 @@ def test_lexical_coverage_counts_stemmed_question_terms_in_passage_title_and_sec
     assert lexical_coverage("How do I use a bigger model?", hit) == 1.0
     assert lexical_coverage("Who won the 1998 world cup final?", hit) == 0.0
     assert lexical_coverage("model?", hit) == 0.0  # one term is too little to vouch for relevance
+
+
+def test_model_reads_the_sentences_of_each_passage_that_match_the_question():
+    from bot.prompts import answer_messages
+    from store.types import Chunk
+
+    filler = " ".join(f"Sentence {i} talks about gardening and the weather in spring." for i in range(12))
+    text = f"{filler} The backup job runs every night at 02:00 UTC and keeps 30 days. {filler}"
+    chunk = Chunk("d1", 0, text, "Ops", "ops.md")
+    user = answer_messages("When does the backup job run?", [chunk], passage_chars=200)[-1].content
+    passage = user.split("[1] ", 1)[1].split("\n")[0]
+    assert "The backup job runs every night at 02:00 UTC" in passage  # found in the middle, not the head
+    assert len(passage) <= 201 and passage.rstrip("…").strip() in " ".join(text.split())
+    whole = answer_messages("When does the backup job run?", [chunk], passage_chars=0)[-1].content
+    assert " ".join(text.split()) in whole  # 0 keeps the whole passage
