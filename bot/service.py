@@ -101,7 +101,14 @@ class RagService:
             overlap_tokens=s.chunk_overlap,
         )
         password = s.pdf_password.get_secret_value() if s.pdf_password else None
-        self.ingestor = Ingestor(store, embedder, self.chunker, max_bytes=s.max_file_bytes, pdf_password=password)
+        self.ingestor = Ingestor(
+            store,
+            embedder,
+            self.chunker,
+            max_bytes=s.max_file_bytes,
+            pdf_password=password,
+            refusals_path=Path(s.data_dir) / "refused-files.json",
+        )
         self.params = GenerationParams(
             max_tokens=s.llm_max_tokens, temperature=s.llm_temperature, top_p=s.llm_top_p, stop=STOP, seed=s.llm_seed
         )

@@ -38,6 +38,7 @@ import numpy as np
 
 from ingest.chunking import Chunker
 from ingest.loaders import SUPPORTED_SUFFIXES, LoadError, load_bytes
+from ingest.refusals import Refusals
 from ingest.workers import PdfWorker, Prefetch
 from store.chroma import ChromaStore
 from store.embedder import Embedder
@@ -159,6 +160,7 @@ class Ingestor:
         max_bytes: int = 50 * 1024 * 1024,
         pdf_password: str | None = None,
         batch_chunks: int = 256,
+        refusals_path: Path | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -167,6 +169,9 @@ class Ingestor:
         self.pdf_password = pdf_password
         self.batch_chunks = batch_chunks
         self._settings_sig = f"{getattr(embedder, 'name', '?')}|{chunker.signature}"
+        self.refusals = Refusals(refusals_path)
+        password_sig = hashlib.sha256((pdf_password or "").encode()).hexdigest()[:12]
+        self._refusal_sig = f"{self._settings_sig}|{max_bytes}|{password_sig}"
 
     # -- public ---------------------------------------------------------------------
     def ingest_paths(
@@ -227,6 +232,7 @@ class Ingestor:
         finally:
             if worker is not None:
                 worker.close()
+            self.refusals.save()
 
     def _pipeline(
         self,
@@ -286,6 +292,7 @@ class Ingestor:
         load: Callable[..., LoadedDocument] = load_bytes,
     ) -> _Prepared:
         result = IngestResult(source, title or filename, "skipped", doc_id=document_id_for(source))
+        refusal = ""
         try:
             data = read()
             if len(data) > self.max_bytes:
@@ -299,6 +306,10 @@ class Ingestor:
                 result.status, result.title, result.chunks = "unchanged", previous.title, previous.chunks
                 result.pages = previous.pages
                 return _Prepared(result)
+            refusal = Refusals.key(namespace, source, fingerprint, self._refusal_sig)
+            if (reason := self.refusals.get(refusal)) is not None:
+                result.reason = f"{reason} (unchanged since it was refused)"
+                return _Prepared(result)
             doc = load(
                 data, filename, max_bytes=self.max_bytes, pdf_password=self.pdf_password, source=source, title=title
             )
@@ -309,6 +320,8 @@ class Ingestor:
         except LoadError as exc:
             result.reason = str(exc)
             log.info("skipped %s: %s", source, exc)
+            if refusal:
+                self.refusals.put(refusal, result.reason)
             return _Prepared(result)
         except OSError as exc:
             result.status, result.reason = "failed", f"cannot read {filename}: {exc.strerror or exc}"

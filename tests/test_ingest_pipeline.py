@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -109,6 +110,32 @@ def test_batch_commit_sweeps_old_versions_of_every_document(service, docs_dir):
     assert statuses(results) == {"billing.txt": "updated", "deploy.md": "updated", "garden.html": "unchanged"}
     stored = set(service.store._chunks(NS).get(include=[])["ids"])
     assert stored == service.store.live_ids(NS)  # no chunk of an old version remains
+
+
+def test_refused_file_is_not_parsed_again_until_it_changes(service, tmp_path, monkeypatch):
+    import ingest.pipeline as pipeline
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj garbage without xref")
+    (folder / "ok.md").write_text("# Ok\n\nThe office opens at nine.\n")
+    first = service.ingest_paths(NS, [folder])
+    assert statuses(first) == {"broken.pdf": "skipped", "ok.md": "added"}
+    reason = next(r.reason for r in first if r.status == "skipped")
+
+    loaded = []
+    real = pipeline.load_bytes
+    monkeypatch.setattr(pipeline, "load_bytes", lambda data, name, **kw: loaded.append(name) or real(data, name, **kw))
+    again = service.ingest_paths(NS, [folder])
+    assert statuses(again) == {"broken.pdf": "skipped", "ok.md": "unchanged"}
+    assert loaded == []  # neither file parsed again
+    assert next(r.reason for r in again if r.status == "skipped").startswith(reason)
+
+    # a changed file is parsed again; the memory is kept on disk beside the store
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4\n2 0 obj still garbage")
+    third = service.ingest_paths(NS, [folder])
+    assert loaded == ["broken.pdf"] and statuses(third)["broken.pdf"] == "skipped"
+    assert len(json.loads((tmp_path / "refused-files.json").read_text())) == 2  # both versions remembered
 
 
 def test_unsupported_and_missing_files_are_skipped_with_reason(service, tmp_path):
