@@ -72,6 +72,21 @@ def build_llm(settings: Settings) -> LLM:
     )
 
 
+def build_embedder(settings: Settings) -> Embedder:
+    if settings.embed_backend == "torch":
+        return SentenceTransformerEmbedder(
+            settings.embed_model, device=settings.embed_device, batch_size=settings.embed_batch_size
+        )
+    from store.onnx_embedder import OnnxEmbedder
+
+    return OnnxEmbedder(
+        settings.embed_model,
+        cache_dir=settings.data_dir / "models",
+        quantized=settings.embed_backend == "onnx-int8",
+        batch_size=settings.embed_batch_size,
+    )
+
+
 class RagService:
     def __init__(
         self,
@@ -121,12 +136,9 @@ class RagService:
             port=settings.chroma_port,
         )
         store = ChromaStore(location)
-        embedder = SentenceTransformerEmbedder(
-            settings.embed_model, device=settings.embed_device, batch_size=settings.embed_batch_size
-        )
         return cls(
             store,
-            embedder,
+            build_embedder(settings),
             llm_factory=lambda: build_llm(settings),
             lexical_dir=settings.data_dir / "lexical",
             settings=settings,
