@@ -16,7 +16,7 @@ from typing import Literal
 
 from bot.citations import Citation, consulted, content_words, terms, verify
 from bot.llm import LLM, GenerationParams, LLMError
-from bot.prompts import STOP, answer_messages
+from bot.prompts import PASSAGE_CHARS, STOP, answer_messages
 from store.retrieval import Retriever
 from store.types import Hit
 
@@ -100,7 +100,7 @@ class Answerer:
         min_score: float = 0.30,
         caution_score: float = 0.45,
         params: GenerationParams | None = None,
-        passage_chars: int = 250,
+        passage_chars: int = PASSAGE_CHARS,
         history_turns: int = 4,
     ) -> None:
         self.retriever = retriever

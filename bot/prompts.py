@@ -20,6 +20,9 @@ SUMMARY_SYSTEM = (
 )
 
 # Where the small model's answer ends: its end-of-turn token or it starting a new block.
+# Characters of each passage the model reads (RAGCORD_PASSAGE_CHARS): bench/README.md, Answering.
+PASSAGE_CHARS = 250
+
 STOP = ("<|im_end|>", "<|endoftext|>", "\nQuestion:", "\nPassages:", "\n[Passage", "\n\n\n")
 
 
@@ -45,7 +48,7 @@ def passage_block(chunks: Sequence[Chunk], max_chars: int, *, focus: str = "") -
     return "\n".join(lines)
 
 
-def answer_messages(question: str, chunks: Sequence[Chunk], *, passage_chars: int = 250) -> list[Message]:
+def answer_messages(question: str, chunks: Sequence[Chunk], *, passage_chars: int = PASSAGE_CHARS) -> list[Message]:
     # The question comes before and after the passages: measured to keep a 135M model on topic.
     passages = passage_block(chunks, passage_chars, focus=question)
     user = (

@@ -16,14 +16,14 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from store.embedder import EmbedderError, resolve_model
-from store.tokens import read_max_seq_length
+from store.tokens import load_token_counter, read_max_seq_length
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class OnnxEmbedder:
         self._query_lock = threading.Lock()
         self._sessions: tuple[Any, Any] | None = None
         self._tokenizer: Any = None
+        self._counter: Callable[[Sequence[str]], list[int]] | None = None
 
     # -- loading ----------------------------------------------------------------------
     def _load(self) -> tuple[Any, Any]:
@@ -90,9 +91,7 @@ class OnnxEmbedder:
 
     # -- the Embedder protocol -----------------------------------------------------------
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        from store.tokens import load_token_counter
-
-        if not hasattr(self, "_counter"):
+        if self._counter is None:  # the chunker's counts: no onnxruntime session needed
             self._counter = load_token_counter(self.model_ref)
         return self._counter(texts)
 
