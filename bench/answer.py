@@ -68,6 +68,14 @@ class Stamp:
         self.last = now
         self.pieces.append(text)
 
+    @classmethod
+    def collect(cls, pieces: Iterator[str]) -> Stamp:
+        """Time a lazy stream from now: the model is only called on the first `next()`."""
+        stamp = cls()
+        for piece in pieces:
+            stamp.add(piece)
+        return stamp
+
     @property
     def ttft_ms(self) -> float:
         return (self.first - self.start) * 1000
@@ -130,9 +138,7 @@ def tune(model_path: Path, prompt: str, params, rounds: int = 2) -> list[list[st
                 flash_attn=flash,
                 verbose=False,
             )
-            stamp = Stamp()
-            for piece in raw_stream(llama, prompt, params):
-                stamp.add(piece)
+            stamp = Stamp.collect(raw_stream(llama, prompt, params))
             got[(threads, batch, ctx, flash)].append((stamp.ttft_ms, tokens_per_s(llama, stamp)[1]))
             del llama
             gc.collect()
@@ -230,26 +236,20 @@ def main() -> None:
 
                 # 2. raw, same cache state
                 warm()
-                stamp2 = Stamp()
-                for piece in raw_stream(llama, prompt, params):
-                    stamp2.add(piece)
+                stamp2 = Stamp.collect(raw_stream(llama, prompt, params))
                 r.setdefault("raw_warm_ttft_ms", []).append(stamp2.ttft_ms)
                 r.setdefault("raw_warm_tps", []).append(tokens_per_s(llama, stamp2)[1])
 
                 # 3. raw, cold: nothing reused
                 llama.reset()
-                stamp3 = Stamp()
-                for piece in raw_stream(llama, prompt, params):
-                    stamp3.add(piece)
+                stamp3 = Stamp.collect(raw_stream(llama, prompt, params))
                 r.setdefault("raw_ttft_ms", []).append(stamp3.ttft_ms)
                 r.setdefault("raw_tps", []).append(tokens_per_s(llama, stamp3)[1])
                 r.setdefault("same_text", []).append(float(stamp3.text.strip() == stamp.text.strip()))
 
                 # 4. raw, cold, the full prompt: whole passages, nothing reused (the issue's baseline)
                 llama.reset()
-                stamp4 = Stamp()
-                for piece in raw_stream(llama, full_prompt, params):
-                    stamp4.add(piece)
+                stamp4 = Stamp.collect(raw_stream(llama, full_prompt, params))
                 r.setdefault("raw_full_ttft_ms", []).append(stamp4.ttft_ms)
                 r.setdefault("raw_full_tps", []).append(tokens_per_s(llama, stamp4)[1])
 
@@ -273,11 +273,9 @@ def main() -> None:
         for _ in range(args.rounds):
             for name in ("ragcord", "raw"):
                 warm()
-                stamp = Stamp()
                 ours = name == "ragcord"
                 pieces = llm.stream_prompt(last_prompt, long) if ours else raw_stream(llama, last_prompt, long)  # type: ignore[attr-defined]
-                for piece in pieces:
-                    stamp.add(piece)
+                stamp = Stamp.collect(pieces)
                 decode[name].append(tokens_per_s(llama, stamp)[1])
 
         tune_rows = tune(llm.path, last_prompt, params) if args.tune and last_prompt else []  # type: ignore[attr-defined]

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -405,9 +404,9 @@ class Ingestor:
         try:
             self.store.commit_documents(namespace, [info for _, info in staged])
             committed = staged
-        except Exception:
+        except Exception as exc:
             if len(staged) == 1:
-                self._roll_back(namespace, *staged[0])
+                self._roll_back(namespace, *staged[0], exc)
                 return
             log.warning("joint commit of %d documents failed; committing one by one", len(staged), exc_info=True)
             committed = []
@@ -415,8 +414,8 @@ class Ingestor:
                 try:
                     self.store.commit_document(namespace, info)
                     committed.append((p, info))
-                except Exception:
-                    self._roll_back(namespace, p, info)
+                except Exception as exc:
+                    self._roll_back(namespace, p, info, exc)
         for p, _ in committed:
             p.result.status = "updated" if p.previous is not None else "added"
             p.result.embedded = len(p.to_embed)
@@ -448,15 +447,14 @@ class Ingestor:
                 vectors = np.stack([p.vectors[c.id] for c in new]) if new else np.zeros((0, 1), np.float32)
                 self.store.add_chunks(namespace, new, vectors, now)
             self.store.update_chunk_metadata(namespace, [c for c in p.chunks if c.id in p.reused], now)
-        except Exception:
-            self._roll_back(namespace, p, info)
+        except Exception as exc:
+            self._roll_back(namespace, p, info, exc)
             return None
         return info
 
-    def _roll_back(self, namespace: str, p: _Prepared, info: DocumentInfo) -> None:
-        """Called from an except block: mark the document failed and remove what this attempt added."""
-        exc = sys.exc_info()[1]
-        log.exception("writing %s failed; rolling back its new chunks", info.source)
+    def _roll_back(self, namespace: str, p: _Prepared, info: DocumentInfo, exc: Exception) -> None:
+        """Mark the document failed (with `exc`) and remove what this attempt added."""
+        log.error("writing %s failed; rolling back its new chunks", info.source, exc_info=exc)
         try:
             self.store.delete_chunks(namespace, [c.id for c in p.to_embed])
         except Exception:
