@@ -103,15 +103,27 @@ def _normalise(m: np.ndarray) -> np.ndarray:
     return (m / np.linalg.norm(m, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def build(path: Path, size: int, corpus: Corpus) -> dict[str, float]:
+def committed(path: Path) -> int:
+    """Chunks a kept (possibly interrupted) store already has live."""
+    from store.chroma import ChromaLocation, ChromaStore
+
+    store = ChromaStore(ChromaLocation(path=path))
+    try:
+        return len(store.live_ids(NS))
+    finally:
+        store.close()
+
+
+def build(path: Path, size: int, corpus: Corpus, first: int = 0) -> dict[str, float]:
     """Write `size` chunks through ChromaStore as ingest does: batched adds, then the batch's manifests."""
     from store.chroma import ChromaLocation, ChromaStore
     from store.types import Chunk, DocumentInfo
 
     store = ChromaStore(ChromaLocation(path=path))
     step = min(store.max_batch_size, 5000) // DOC_CHUNKS * DOC_CHUNKS
+    begin = first // step * step  # an interrupted build resumes at its last committed batch
     t0 = time.perf_counter()
-    for start in range(0, size, step):
+    for start in range(begin, size, step):
         stop = min(size, start + step)
         vectors, texts = corpus.batch(start, stop)
         chunks = []
@@ -125,11 +137,11 @@ def build(path: Path, size: int, corpus: Corpus) -> dict[str, float]:
             infos.append(DocumentInfo(doc, f"Doc {doc}", f"synthetic/{doc}.txt", "text", len(ids), 0, "", doc, ids))
         store.commit_documents(NS, infos)
         if stop % 100_000 == 0 or stop == size:
-            rate = stop / (time.perf_counter() - t0)
+            rate = (stop - begin) / (time.perf_counter() - t0)
             say(f"  built {stop:,}/{size:,} chunks ({rate:,.0f} chunks/s)")
     seconds = time.perf_counter() - t0
     store.close()
-    return {"build_s": seconds, "build_rate": size / seconds}
+    return {"build_s": seconds, "build_rate": (size - begin) / seconds}
 
 
 # -- the reader (a fresh process) --------------------------------------------------
@@ -325,9 +337,10 @@ def main() -> None:
         for size in sizes:
             path = root / f"chroma-{size}"
             built = {"build_s": float("nan"), "build_rate": float("nan")}
-            if not (path / "chroma.sqlite3").exists():
-                say(f"building {size:,} chunks in {path}")
-                built = build(path, size, corpus)
+            have = committed(path) if (path / "chroma.sqlite3").exists() else 0
+            if have < size:
+                say(f"building {size:,} chunks in {path}" + (f" (resuming after {have:,})" if have else ""))
+                built = build(path, size, corpus, first=have)
             for mode in modes:
                 say(f"querying {size:,} chunks, {mode}")
                 server_rss = 0.0
