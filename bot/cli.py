@@ -11,14 +11,14 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from bot.answer import Answer
+    from bot.answer import Answer, AnswerEvent
     from bot.service import RagService
     from bot.settings import Settings
 
@@ -178,8 +178,6 @@ def _print_ingest_table(console: Console, results: list, seconds: float) -> None
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    from bot.answer import Completed, Token
-
     if args.top_k:
         settings.top_k = args.top_k
     question = " ".join(args.question).strip()
@@ -188,16 +186,9 @@ def cmd_ask(args: argparse.Namespace, settings: Settings, console: Console) -> i
     service = _service(settings)
     if args.evidence_only:
         evidence = _evidence_only(service, settings, question)
-        _print_answer(console, evidence, streamed=False)
+        _print_answer(console, evidence)
         return 0 if evidence.status != "declined" else 2
-    answer: Answer | None = None
-    for event in service.ask_stream(settings.namespace, question):
-        if isinstance(event, Token):
-            console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
-        elif isinstance(event, Completed):
-            answer = event.answer
-    assert answer is not None
-    _print_answer(console, answer, streamed=True)
+    answer = _stream(console, service.ask_stream(settings.namespace, question))
     return {"failed": 1, "declined": 2}.get(answer.status, 0)
 
 
@@ -216,11 +207,33 @@ def _evidence_only(service: RagService, settings: Settings, question: str) -> An
     return answer
 
 
-def _print_answer(console: Console, answer: Answer, *, streamed: bool) -> None:
+def _stream(console: Console, events: Iterator[AnswerEvent]) -> Answer:
+    """Print the model's text as it streams, then the checked answer's note and sources."""
+    from bot.answer import Completed, Token
+
+    answer: Answer | None = None
+    streamed: list[str] = []
+    for event in events:
+        if isinstance(event, Token):
+            streamed.append(event.text)
+            console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
+        elif isinstance(event, Completed):
+            answer = event.answer
+    assert answer is not None
+    _print_answer(console, answer, streamed="".join(streamed))
+    return answer
+
+
+def _print_answer(console: Console, answer: Answer, *, streamed: str | None = None) -> None:
+    """Note and sources after an answer; `streamed` is the model's text as it was shown while it streamed."""
     from rich.markup import escape
 
-    if streamed and answer.text:
+    if streamed is not None and answer.text:
         console.print()
+        if answer.text != streamed.strip():
+            # The terminal cannot take back what streamed; Discord's final edit shows the checked text instead.
+            console.print("\n[bold]Checked answer[/] [dim](its citations checked against the passages)[/]")
+            console.print(answer.text, markup=False, highlight=False, soft_wrap=True)
     if answer.note:
         console.print(f"[yellow]{escape(answer.note)}[/]")
     groups = [("Sources", answer.citations)]
@@ -238,17 +251,8 @@ def _print_answer(console: Console, answer: Answer, *, streamed: bool) -> None:
 
 
 def cmd_summarize(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    from bot.answer import Completed, Token
-
     service = _service(settings)
-    answer: Answer | None = None
-    for event in service.summarize_document_stream(settings.namespace, args.document):
-        if isinstance(event, Token):
-            console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
-        elif isinstance(event, Completed):
-            answer = event.answer
-    assert answer is not None
-    _print_answer(console, answer, streamed=True)
+    answer = _stream(console, service.summarize_document_stream(settings.namespace, args.document))
     return 1 if answer.status == "failed" else 0
 
 

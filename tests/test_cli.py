@@ -52,3 +52,30 @@ def test_bot_without_token_says_what_to_do(tmp_path):
     result, stdout, stderr = run("bot", tmp_path=tmp_path)
     assert result["code"] != 0
     assert "DISCORD_TOKEN" in stdout + stderr
+
+
+def test_ask_prints_the_checked_answer_when_checking_changed_the_stream(service, docs_dir, fake_llm, monkeypatch):
+    import argparse
+    import io
+
+    from rich.console import Console
+
+    import bot.cli as cli
+    from tests.fakes import cite_first_passage
+
+    service.ingest_paths("default", [docs_dir])
+    monkeypatch.setattr(cli, "_service", lambda settings: service)
+    console = Console(file=io.StringIO(), width=200)
+    args = argparse.Namespace(question=["How", "long", "do", "refunds", "take?"], top_k=0, evidence_only=False)
+
+    fake_llm.replies = ["Refunds take ten business days [9]."]
+    assert cli.cmd_ask(args, service.settings, console) == 0
+    out = console.file.getvalue()
+    streamed, checked = out.split("Checked answer", 1)
+    assert "[9]" in streamed  # what the model wrote, as it streamed
+    assert "Refunds take ten business days" in checked and "[9]" not in checked.split("Sources")[0]
+
+    fake_llm.replies = [cite_first_passage]  # a correctly cited sentence: nothing to change, no second copy
+    console = Console(file=io.StringIO(), width=200)
+    cli.cmd_ask(args, service.settings, console)
+    assert "Checked answer" not in console.file.getvalue()
