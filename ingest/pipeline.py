@@ -11,8 +11,9 @@ Idempotent and atomic per document:
 Loading and chunking run in a background thread, up to a batch of documents ahead of
 the encoder (`IngestProgress.wait_s` shows any time the encoder starved); in runs of
 many files, PDFs are parsed in a worker process so that pure-Python pypdf does not
-hold the GIL the encoder needs between its torch ops. A writer thread commits each
-encoded batch while the encoder works on the next.
+hold the GIL the encoder needs between its torch ops (the worker starts in the
+background; PDFs met before it is up are parsed here, so the encoder starts at once).
+A writer thread commits each encoded batch while the encoder works on the next.
 Chunks of several documents are encoded together in large calls (the encoder sorts
 each call by length, so padding stays low), and the new chunks of all documents in a
 batch go to Chroma in as few writes as its batch limit allows, and their manifest

@@ -230,3 +230,47 @@ def test_long_lived_reader_sees_another_process_writes(service, tmp_path, dummy)
     )
     assert out.returncode == 0, out.stderr
     assert all("zeppelin" not in h.chunk.text for h in service.retriever.search(NS, "zeppelin hangar", 3))
+
+
+def test_many_files_parse_pdfs_in_a_worker_process(service, tmp_path, monkeypatch):
+    import ingest.workers as workers
+    from tests.pdfgen import make_pdf
+
+    started = []
+    real_start = workers.PdfWorker.start
+    monkeypatch.setattr(workers.PdfWorker, "start", lambda self: started.append(1) or real_start(self))
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for n in range(8):  # enough files for the PDF worker process
+        (folder / f"report-{n}.pdf").write_bytes(make_pdf([f"Report {n} covers the routers.", f"Page two of {n}."]))
+    (folder / "notes.md").write_text("# Notes\n\nThe office opens at nine.\n")
+    results = service.ingest_paths(NS, [folder])
+    assert set(statuses(results).values()) == {"added"} and len(results) == 9
+    assert sorted(r.pages for r in results if r.source.endswith(".pdf")) == [2] * 8
+    hits = service.retriever.search(NS, "Report 5 routers", 1)
+    assert hits and hits[0].chunk.page == 1 and "Report 5" in hits[0].chunk.text
+    assert started  # the worker was used
+
+
+def test_pdf_worker_parses_in_the_calling_process_until_it_is_up_and_if_it_dies(tmp_path):
+    import os
+
+    from ingest.workers import PdfWorker
+    from tests.pdfgen import make_pdf
+
+    pdf = make_pdf(["Alpha page one.", "Bravo page two."])
+    worker = PdfWorker()
+    try:
+        first = worker.load(pdf, "a.pdf", max_bytes=1 << 20, source="a")  # starts the worker, parsed here meanwhile
+        assert [s.page for s in first.sections] == [1, 2]
+        assert worker._ready is not None
+        worker._ready.result(timeout=60)  # up: the next PDF goes to the worker process
+        pid = worker._pool.submit(os.getpid).result()
+        assert pid != os.getpid()
+        second = worker.load(pdf, "b.pdf", max_bytes=1 << 20, source="b")
+        assert second.sections[1].text == first.sections[1].text
+        os.kill(pid, 9)  # the worker dies: parsing comes back here for the rest of the run
+        third = worker.load(pdf, "c.pdf", max_bytes=1 << 20, source="c")
+        assert third.sections[0].text == "Alpha page one." and worker._disabled
+    finally:
+        worker.close()
