@@ -150,3 +150,47 @@ async def test_an_expired_interaction_does_not_stop_the_bot(tmp_path, caplog):
         assert "Unknown interaction" in caplog.text
         answer = await w.answer(await w.ask(w.alice, "How do I start the bot?"))
         assert "✅ done" in answer[-1]["content"]
+
+
+async def test_sigterm_closes_the_connection_and_exits_cleanly(tmp_path):
+    """`systemctl stop` / `docker stop` send SIGTERM: the bot logs off and exits 0, like Ctrl-C."""
+    import signal
+    import sys
+    import textwrap
+
+    fake = await FakeDiscord().start()
+    fake.add_guild("one")
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from bot.discord_app.run import run_bot
+        from bot.service import RagService
+        from bot.settings import Settings
+        from store.chroma import ChromaLocation, ChromaStore
+        from tests.fakes import FakeEmbedder, FakeLLM
+
+        data = Path({str(tmp_path)!r})
+        settings = Settings(_env_file=None, data_dir=data, discord_token={fake.token!r},
+                            discord_api_base={fake.api_base!r}, discord_gateway_url={fake.gateway_url!r})
+        def service():
+            store = ChromaStore(ChromaLocation(path=data / "chroma"))
+            return RagService(store, FakeEmbedder(), llm_factory=FakeLLM, lexical_dir=None, settings=settings)
+        raise SystemExit(run_bot(settings, service_factory=service))
+        """
+    )
+    root = Path(__file__).resolve().parent.parent
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, cwd=root, stderr=asyncio.subprocess.PIPE)
+    try:
+        await fake.wait_for(lambda: fake.identified or proc.returncode is not None, timeout=60, interval=0.05)
+        assert fake.identified, "the bot never reached the gateway"
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), timeout=30)
+        assert proc.stderr is not None
+        log = (await proc.stderr.read()).decode()
+        assert code == 0, log[-2000:]  # not -15: it closed, it was not killed
+        assert "SIGTERM received" in log and log.rstrip().endswith("stopped")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await fake.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -60,8 +62,27 @@ def run_bot(
     bot = RagBot(settings, service_factory=service_factory, sync_commands=sync)
 
     async def serve() -> None:
-        async with bot:
-            await bot.start(token)
+        # SIGTERM (systemctl stop, docker stop) closes the connection like Ctrl-C does,
+        # instead of killing the process where it stands.
+        main = asyncio.current_task()
+        terminated = False
+
+        def on_sigterm() -> None:
+            nonlocal terminated
+            log.info("SIGTERM received: closing the Discord connection")
+            terminated = True
+            if main is not None:
+                main.cancel()
+
+        # not on Windows, nor outside the main thread (tests run the bot in a thread)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
+        try:
+            async with bot:
+                await bot.start(token)
+        except asyncio.CancelledError:
+            if not terminated:
+                raise
 
     try:
         asyncio.run(serve())
@@ -85,4 +106,5 @@ def run_bot(
     except Exception as exc:
         log.error("the bot stopped: %s", exc, exc_info=True)
         return 1
+    log.info("stopped")
     return 0
