@@ -122,6 +122,23 @@ def test_pdf_missing_crypto_dependency_is_explained(monkeypatch: pytest.MonkeyPa
         load(encrypt_pdf(make_pdf(PAGES), ""), "aes.pdf")
 
 
+LATEX_PDF = (
+    Path(__file__).resolve().parents[2]
+    / "shared/data/pdfs/py-pdf_sample-files/009-pdflatex-geotopo_GeoTopo-komprimiert.pdf"
+)
+
+
+@pytest.mark.skipif(not LATEX_PDF.exists(), reason="the shared evaluation PDFs are not here")
+def test_pdf_latex_fonts_decode_math_and_punctuation() -> None:
+    """CFF Type1 fonts with their own encodings (pdflatex) need fontTools: without it this
+    real PDF's set notation came out as "(8;9)" and "f;;Xg" instead of "(∀,∃)" and "{∅,X}"."""
+    doc = load(LATEX_PDF.read_bytes(), LATEX_PDF.name, max_bytes=50 * MB)
+    text = "\n".join(s.text for s in doc.sections)
+    assert doc.pages == 117 and len(doc.sections) > 100
+    assert "(∀,∃)" in text and "{∅,X}" in text
+    assert "(8;9)" not in text and "f;;Xg" not in text
+
+
 def test_pdf_layout_extraction_mode() -> None:
     import io
 
