@@ -58,15 +58,20 @@ class PdfWorker:
         from concurrent.futures.process import BrokenProcessPool
 
         self.start()
+        if self._disabled or self._ready is None or not self._ready.done():
+            return load_bytes(data, filename, **kwargs)
         try:
-            if self._disabled or self._ready is None or not self._ready.done():
-                return load_bytes(data, filename, **kwargs)
             self._ready.result()  # re-raises what stopped the worker from starting
-            doc: LoadedDocument = self._pool.submit(load_bytes, data, filename, **kwargs).result()
-            return doc
-        except (BrokenProcessPool, OSError, ImportError, AttributeError, RuntimeError) as exc:
+            future = self._pool.submit(load_bytes, data, filename, **kwargs)
+        except (BrokenProcessPool, OSError, ImportError, RuntimeError) as exc:  # RuntimeError: pool shut down
             self._give_up(exc)
             return load_bytes(data, filename, **kwargs)
+        try:
+            doc: LoadedDocument = future.result()
+        except (BrokenProcessPool, OSError, ImportError, AttributeError) as exc:
+            self._give_up(exc)
+            return load_bytes(data, filename, **kwargs)
+        return doc
 
     def _give_up(self, exc: BaseException) -> None:
         log.warning("PDF worker process unusable (%s); parsing PDFs in this process", exc)
