@@ -61,9 +61,8 @@ def build_store(data_dir: Path, namespace: str, chunks: int) -> float:
     """`chunks` synthetic chunks through ChromaStore (as bench/scale.py writes them), then docs/ by the CLI."""
     import scale
 
-    scale.NS = namespace
     t = time.perf_counter()
-    scale.build(data_dir / "chroma", chunks, scale.Corpus())
+    scale.build(data_dir / "chroma", chunks, scale.Corpus(), namespace=namespace)
     env = {**os.environ, "RAGCORD_DATA_DIR": str(data_dir)}
     subprocess.run(
         [sys.executable, "-m", "bot.cli", "-n", namespace, "ingest", str(ROOT / "docs")],

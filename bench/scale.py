@@ -114,7 +114,7 @@ def committed(path: Path) -> int:
         store.close()
 
 
-def build(path: Path, size: int, corpus: Corpus, first: int = 0) -> dict[str, float]:
+def build(path: Path, size: int, corpus: Corpus, first: int = 0, namespace: str = NS) -> dict[str, float]:
     """Write `size` chunks through ChromaStore as ingest does: batched adds, then the batch's manifests."""
     from store.chroma import ChromaLocation, ChromaStore
     from store.types import Chunk, DocumentInfo
@@ -130,12 +130,12 @@ def build(path: Path, size: int, corpus: Corpus, first: int = 0) -> dict[str, fl
         for i, text in zip(range(start, stop), texts, strict=True):
             doc = i // DOC_CHUNKS
             chunks.append(Chunk(f"d{doc:07d}", i % DOC_CHUNKS, text, f"Doc {doc}", f"synthetic/{doc}.txt"))
-        store.add_chunks(NS, chunks, vectors, "2025-01-01T00:00:00")
+        store.add_chunks(namespace, chunks, vectors, "2025-01-01T00:00:00")
         infos = []
         for doc in sorted({c.doc_id for c in chunks}):
             ids = [c.id for c in chunks if c.doc_id == doc]
             infos.append(DocumentInfo(doc, f"Doc {doc}", f"synthetic/{doc}.txt", "text", len(ids), 0, "", doc, ids))
-        store.commit_documents(NS, infos)
+        store.commit_documents(namespace, infos)
         if stop % 100_000 == 0 or stop == size:
             rate = (stop - begin) / (time.perf_counter() - t0)
             say(f"  built {stop:,}/{size:,} chunks ({rate:,.0f} chunks/s)")
