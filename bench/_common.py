@@ -29,6 +29,19 @@ if sys.path[:1] != [str(ROOT)]:
     sys.path.insert(0, str(ROOT))
 
 
+async def fake_guild(members: int) -> tuple[Any, dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """The fake Discord (tests/discord_fake.py) started on 127.0.0.1, with one guild "bench",
+    its #general and `members` users in it: (fake, guild, channel, users)."""
+    from tests.discord_fake import FakeDiscord
+
+    fake = await FakeDiscord(heartbeat_interval=5.0).start()
+    guild = fake.add_guild("bench")
+    users = [fake.add_user(f"user{i}") for i in range(members)]
+    for user in users:
+        fake.add_member(guild["id"], user)
+    return fake, guild, fake.channel(guild), users
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, bench_settings, setup_logging, table
+from _common import ROOT, bench_settings, fake_guild, setup_logging, table
 
 CORPUS = {
     "deploy.md": "# Deploying\n\nThe bot runs on a single server. Start it with the command ragcord bot. "
@@ -158,15 +158,9 @@ def _body(content: str) -> bool:
 
 
 async def through_discord(service: Any, questions: Sequence[str]) -> tuple[list[Timing], float, dict[str, int]]:
-    from tests.discord_fake import FakeDiscord
     from tests.discord_harness import running_bot
 
-    fake = await FakeDiscord(heartbeat_interval=5.0).start()
-    guild = fake.add_guild("bench")
-    channel = fake.channel(guild)
-    users = [fake.add_user(f"user{i}") for i in range(len(questions))]
-    for user in users:
-        fake.add_member(guild["id"], user)
+    fake, guild, channel, users = await fake_guild(len(questions))
     settings = service.settings.model_copy(
         update={"discord_api_base": fake.api_base, "discord_gateway_url": fake.gateway_url}
     )

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import fake_guild  # noqa: E402
 from _speed import ROOT, add_project_to_path, machine, process_peak_rss_mb, ratio, say, table  # noqa: E402
 
 add_project_to_path()
@@ -72,14 +73,7 @@ def build_store(data_dir: Path, namespace: str, chunks: int) -> float:
 
 
 async def run_bot(data_dir: Path, chunks: int, questions: list[str]) -> dict[str, Any]:
-    from tests.discord_fake import FakeDiscord
-
-    fake = await FakeDiscord(heartbeat_interval=5.0).start()
-    guild = fake.add_guild("bench")
-    channel = fake.channel(guild)
-    users = [fake.add_user(f"user{i}") for i in range(len(questions))]
-    for user in users:
-        fake.add_member(guild["id"], user)
+    fake, guild, channel, users = await fake_guild(len(questions))
     namespace = f"g{guild['id']}"
     say(f"building {chunks:,} synthetic chunks + docs/ in namespace {namespace} ...")
     build_s = await asyncio.to_thread(build_store, data_dir, namespace, chunks)  # the fake stays responsive
