@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 
 from bot.answer import Turn
+from bot.discord_app.queue import STOPPED_NOTE
 from bot.llm import Message
 from tests.discord_harness import EPHEMERAL, INTERVAL, message_payloads, world
 from tests.fakes import FakeLLM, cite_first_passage
@@ -178,6 +179,25 @@ async def test_three_users_share_the_model_fairly_and_the_loop_stays_responsive(
         assert max(gaps) < 0.25, max(gaps)
         assert len(w.fake.heartbeats) - beats >= int(elapsed / w.fake.heartbeat_interval) - 1
         assert not w.fake.rate_limited
+
+
+async def test_stopping_the_bot_tells_the_questions_it_holds_to_ask_again(tmp_path):
+    llm = FakeLLM(default=cited_sentences(40), delay=0.05)  # an answer takes ~20 s: it is cut short
+    async with world(tmp_path, llm) as w:
+        w.add_document("deploy.md", DEPLOY)
+        writing = await w.ask(w.alice, "How do I start the bot?")
+        queued = await w.ask(w.bob, "Which command starts the bot?")
+
+        def shown(question: dict[str, object]) -> str:
+            replies = w.fake.replies_to(question)
+            return replies[-1]["content"] if replies else ""
+
+        await w.fake.wait_for(lambda: "single server. [1]" in shown(writing) and "ahead of you" in shown(queued))
+        await asyncio.wait_for(w.bot.close(), 10)  # what Ctrl-C and SIGTERM do
+
+        for question in (writing, queued):
+            assert shown(question) == f"⚠️ {STOPPED_NOTE}", shown(question)
+        assert len(llm.calls) == 1  # the waiting question never reached the model
 
 
 async def test_rate_limit_is_explained(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from bot.answer import Answer, AnswerEvent, Completed, Token
 from bot.citations import Citation
-from bot.discord_app.queue import GenerationQueue, Job, RateLimiter, position_text
+from bot.discord_app.queue import STOPPED_NOTE, GenerationQueue, Job, RateLimiter, position_text
 from bot.discord_app.streaming import BODY_LIMIT, StreamingReply, sanitize, sources_embed, split_text
 from store.types import Chunk
 
@@ -155,6 +155,50 @@ async def test_queue_turns_producer_errors_into_a_failed_answer():
     await queue.submit(Job(1, produce, consume))
     await queue.close()
     assert got[0].status == "failed" and got[0].note == "the model failed: disk on fire; try again"
+
+
+async def test_closing_the_queue_tells_the_running_and_waiting_questions_to_ask_again():
+    queue = GenerationQueue()
+    queue.start()
+    produced: list[str] = []
+    ended: dict[str, Answer] = {}
+    seen: dict[str, list[str]] = {}
+
+    def produce() -> Iterator[AnswerEvent]:
+        for i in range(200):  # 10 s if nobody stops it
+            produced.append(str(i))
+            yield Token(f"{i} ")
+            time.sleep(0.05)
+        yield Completed(Answer("q", text="finished"))
+
+    def consumer(label: str):  # type: ignore[no-untyped-def]
+        seen[label] = []
+
+        async def consume(events: AsyncIterator[AnswerEvent]) -> None:
+            async for event in events:
+                if isinstance(event, Completed):
+                    ended[label] = event.answer
+                else:
+                    seen[label].append(event.text)
+
+        return consume
+
+    running = queue.submit(Job(1, produce, consumer("running"), label="running"))
+    waiting = [queue.submit(Job(u, produce, consumer(f"waiting{u}"), label=f"waiting{u}")) for u in (2, 3)]
+    while len(produced) < 3:
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(queue.close(), 5)
+
+    assert sorted(ended) == ["running", "waiting2", "waiting3"]
+    assert all(a.status == "failed" and a.note == STOPPED_NOTE for a in ended.values())
+    assert seen["running"] and not seen["waiting2"] and not seen["waiting3"]  # the waiting ones never ran
+    assert all(f.done() and not f.cancelled() for f in (running, *waiting))  # their askers are not left hanging
+    time.sleep(0.2)
+    assert len(produced) < 10  # the generation thread stopped at its next token
+    late = queue.submit(Job(4, produce, consumer("late"), label="late"))  # asked while stopping
+    await asyncio.wait_for(late, 5)
+    assert ended["late"].note == STOPPED_NOTE and not seen["late"]
+    await queue.close()  # twice is harmless
 
 
 def test_body_limit_leaves_room_for_status_lines():

@@ -7,6 +7,11 @@ serving Discord (heartbeats, other commands) while an answer is written.
 Waiting jobs are taken round-robin across users (the user served least recently goes
 next): a user with five questions queued gets one turn, then everyone else gets theirs.
 Each waiting job hears its position ("2 questions ahead of you") whenever it changes.
+
+When the bot stops (Ctrl-C, SIGTERM, a restart), `close` ends every job it holds with
+a notice instead of leaving messages at "writing…" or "queued" for ever: the answer
+being written stops at its next token, and it and every waiting question are told to
+ask again; questions arriving while it closes are told the same.
 """
 
 from __future__ import annotations
@@ -33,7 +38,15 @@ class _End:
     pass
 
 
+class _Stopped:
+    pass
+
+
+_Item = AnswerEvent | BaseException | _End | _Stopped
 _END = _End()
+_STOPPED = _Stopped()  # the queue is closing: the answer ends with `stopped_answer`
+STOPPED_NOTE = "the bot is shutting down and stopped before answering; ask again once it is back"
+CLOSE_GRACE_SECONDS = 5.0  # for the stopped notices to reach Discord before the connection closes
 
 
 @dataclass(eq=False)
@@ -49,6 +62,10 @@ class Job:
 
 def failed_answer(exc: BaseException, question: str = "") -> Answer:
     return Answer(question, status="failed", note=f"the model failed: {exc}; try again")
+
+
+def stopped_answer() -> Answer:
+    return Answer("", status="failed", note=STOPPED_NOTE)
 
 
 def position_text(ahead: int) -> str:
@@ -94,6 +111,7 @@ class GenerationQueue:
         self._served: dict[int, int] = {}  # user -> serial number of their latest turn
         self._serial = 0
         self._running: Job | None = None
+        self._running_events: asyncio.Queue[_Item] | None = None
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -108,23 +126,39 @@ class GenerationQueue:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragcord-generate")
             self._worker = asyncio.create_task(self._work(), name="ragcord-generation-queue")
 
-    async def close(self) -> None:
-        self._closing = True
+    async def close(self, *, grace: float = CLOSE_GRACE_SECONDS) -> None:
+        """Stop: every job still held ends with the stopped notice (given `grace` seconds to
+        show it), then anything left is cancelled. Safe to call twice."""
+        if self._closing:
+            return
+        self._closing = True  # the generation thread stops at its next event
+        running = self._running_events
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
-        for jobs in self._waiting.values():
-            for job in jobs:
-                if job.done and not job.done.done():
-                    job.done.cancel()
+        if running is not None:
+            running.put_nowait(_STOPPED)
+        waiting = [job for jobs in self._waiting.values() for job in jobs]
         self._waiting.clear()
+        for job in waiting:
+            self._stop(job)
+        if self._consumers:
+            _, late = await asyncio.wait(set(self._consumers), timeout=grace)
+            if late:
+                log.warning("%d answers could not be told the bot is stopping in %.0f s", len(late), grace)
         for task in list(self._consumers):
             task.cancel()
         await asyncio.gather(*self._consumers, return_exceptions=True)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+    def _stop(self, job: Job) -> None:
+        """End a job that will not run: its consumer shows the stopped notice."""
+        events: asyncio.Queue[_Item] = asyncio.Queue()
+        events.put_nowait(_STOPPED)
+        self._start_consumer(job, events)
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -147,6 +181,10 @@ class GenerationQueue:
     # -- submitting -------------------------------------------------------------------------
     def submit(self, job: Job) -> asyncio.Future[None]:
         """Queue a job; the future resolves once its consumer has finished."""
+        if self._closing:
+            job.done = asyncio.get_running_loop().create_future()
+            self._stop(job)
+            return job.done
         if self._worker is None or self._wakeup is None:
             raise RuntimeError("the generation queue is not started")
         job.done = asyncio.get_running_loop().create_future()
@@ -227,12 +265,11 @@ class GenerationQueue:
 
     async def _generate(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
-        events: asyncio.Queue[AnswerEvent | BaseException | _End] = asyncio.Queue()
-        consumer = asyncio.create_task(self._consume(job, events), name=f"ragcord-consume-{job.label}")
-        self._consumers.add(consumer)
-        consumer.add_done_callback(self._consumers.discard)
+        events: asyncio.Queue[_Item] = asyncio.Queue()
+        self._running_events = events
+        self._start_consumer(job, events)
 
-        def hand_over(item: AnswerEvent | BaseException | _End) -> None:
+        def hand_over(item: _Item) -> None:
             with contextlib.suppress(RuntimeError):  # RuntimeError: the loop closed (shutting down)
                 loop.call_soon_threadsafe(events.put_nowait, item)
 
@@ -249,13 +286,24 @@ class GenerationQueue:
                 hand_over(_END)
 
         assert self._executor is not None
-        await loop.run_in_executor(self._executor, pump)
+        try:
+            await loop.run_in_executor(self._executor, pump)
+        finally:
+            self._running_events = None
 
-    async def _consume(self, job: Job, events: asyncio.Queue[AnswerEvent | BaseException | _End]) -> None:
+    def _start_consumer(self, job: Job, events: asyncio.Queue[_Item]) -> None:
+        consumer = asyncio.create_task(self._consume(job, events), name=f"ragcord-consume-{job.label}")
+        self._consumers.add(consumer)
+        consumer.add_done_callback(self._consumers.discard)
+
+    async def _consume(self, job: Job, events: asyncio.Queue[_Item]) -> None:
         async def stream() -> AsyncIterator[AnswerEvent]:
             while True:
                 item = await events.get()
                 if isinstance(item, _End):
+                    return
+                if isinstance(item, _Stopped):
+                    yield Completed(stopped_answer())
                     return
                 if isinstance(item, BaseException):
                     yield Completed(failed_answer(item))
