@@ -127,7 +127,9 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings, console: Console) -
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ingest.pipeline import IngestProgress
+    from store.embedder import passive_openmp_waits
 
+    passive_openmp_waits()  # this process never loads the model: torch's idle threads leave the cores to the parser
     if args.pdf_password:
         settings.pdf_password = SecretStr(args.pdf_password)
     service = _service(settings)

@@ -7,6 +7,9 @@ A single query is encoded on one torch thread: for a dozen tokens the threads'
 hand-offs cost more than they save, and on a busy machine (the LLM decoding beside
 it) two threads waiting on each other made a query 5-20x slower (bench/scale.py's
 footprint run: 30 ms on one thread, 160-720 ms on two). Batches keep every thread.
+
+A process that only ingests asks torch's OpenMP threads to sleep when they wait
+(`passive_openmp_waits`), see there.
 """
 
 from __future__ import annotations
@@ -26,6 +29,32 @@ log = logging.getLogger(__name__)
 
 class EmbedderError(RuntimeError):
     pass
+
+
+def passive_openmp_waits() -> bool:
+    """Make OpenMP threads sleep at once when they wait, in a process that encodes beside
+    other CPU work and never runs llama.cpp (`ragcord ingest`). True if it took effect.
+
+    torch's threads (libgomp) spin about 300,000 times before sleeping whenever they
+    wait for each other. On 2 cores, with the PDF parser running in its own process, a
+    spinning torch thread takes the core the parser needs, and the parser in turn
+    holds up the other torch thread: encoding 960 passages beside a pypdf run took
+    27.2-27.7 s with spinning and 25.5-25.6 s with OMP_WAIT_POLICY=PASSIVE (alone:
+    22.6-23.1 s and 22.5-22.8 s). Not for a process that also runs the model: llama.cpp
+    shares the same libgomp and decodes 3x slower with passive waits (47 vs 141 tok/s).
+
+    libgomp reads the variable once, when torch loads it, so this must run before the
+    first `import torch`; a policy the user set (OMP_WAIT_POLICY or GOMP_SPINCOUNT) is kept.
+    """
+    import sys
+
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return False
+    if "torch" in sys.modules or "llama_cpp" in sys.modules:
+        log.debug("OpenMP is already loaded: its wait policy cannot change any more")
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
 
 
 class Embedder(Protocol):

@@ -18,12 +18,14 @@ try:
 except SystemExit as exc:
     code = exc.code
 heavy = [m for m in ("sentence_transformers", "torch", "llama_cpp", "discord") if m in sys.modules]
-print("\\n" + json.dumps({"code": code, "heavy": heavy}))
+import os
+print("\\n" + json.dumps({"code": code, "heavy": heavy, "omp": os.environ.get("OMP_WAIT_POLICY")}))
 """
 
 
 def run(*args: str, tmp_path: Path) -> tuple[dict, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGCORD_", "CHROMA_", "DISCORD_"))}
+    ours = ("RAGCORD_", "CHROMA_", "DISCORD_", "OMP_", "GOMP_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env.update(RAGCORD_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(ROOT), COLUMNS="200")
     out = subprocess.run(
         [sys.executable, "-c", PROBE, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
@@ -34,7 +36,7 @@ def run(*args: str, tmp_path: Path) -> tuple[dict, str, str]:
 
 def test_help_lists_every_command_without_heavy_imports(tmp_path):
     result, stdout, _ = run("--help", tmp_path=tmp_path)
-    assert result == {"code": 0, "heavy": []}
+    assert result == {"code": 0, "heavy": [], "omp": None}
     for command in ("ingest", "ask", "summarize", "sources", "forget", "stats", "bot"):
         assert command in stdout
 
@@ -42,10 +44,36 @@ def test_help_lists_every_command_without_heavy_imports(tmp_path):
 def test_store_commands_do_not_load_encoder_or_model(tmp_path):
     for args in (("sources",), ("stats",)):
         result, stdout, stderr = run(*args, tmp_path=tmp_path)
-        assert result == {"code": 0, "heavy": []}, stderr
+        assert result == {"code": 0, "heavy": [], "omp": None}, stderr
     result, _, stderr = run("forget", "nope", tmp_path=tmp_path)
-    assert result == {"code": 1, "heavy": []}
+    assert result == {"code": 1, "heavy": [], "omp": None}
     assert "no document called 'nope'" in stderr
+
+
+def test_ingest_asks_for_passive_openmp_waits_before_torch_loads(tmp_path):
+    """`ragcord ingest` runs no model, so torch's idle threads may sleep (see passive_openmp_waits)."""
+    (tmp_path / "empty").mkdir()
+    result, _, stderr = run("ingest", str(tmp_path / "empty"), tmp_path=tmp_path)
+    assert result["omp"] == "PASSIVE", stderr
+
+
+def test_passive_openmp_waits_keeps_the_users_choice_and_comes_only_before_torch(monkeypatch):
+    from store.embedder import passive_openmp_waits
+
+    for name in ("torch", "llama_cpp"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.setenv(name, "x")  # restored (to absent) after the test
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("GOMP_SPINCOUNT", "10000")
+    assert not passive_openmp_waits() and "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    monkeypatch.setitem(sys.modules, "llama_cpp", object())  # libgomp already loaded: too late
+    assert not passive_openmp_waits() and "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.delitem(sys.modules, "llama_cpp")
+    assert passive_openmp_waits() and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert not passive_openmp_waits() and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 def test_bot_without_token_says_what_to_do(tmp_path):
