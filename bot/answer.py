@@ -17,6 +17,7 @@ from typing import Literal
 from bot.citations import Citation, consulted, content_words, terms, verify
 from bot.llm import LLM, GenerationParams, LLMError
 from bot.prompts import PASSAGE_CHARS, STOP, answer_messages
+from bot.repetition import drop_repeated_sentences, stop_when_repeating
 from store.retrieval import Retriever
 from store.types import Hit
 
@@ -147,7 +148,7 @@ class Answerer:
         pieces: list[str] = []
         t1 = time.perf_counter()
         try:
-            for piece in self.llm.stream(messages, self.params):
+            for piece in stop_when_repeating(self.llm.stream(messages, self.params)):
                 if not pieces:
                     answer.timings["first_token_ms"] = (time.perf_counter() - t1) * 1000
                 pieces.append(piece)
@@ -187,10 +188,12 @@ def lexical_coverage(question: str, hit: Hit) -> float:
 
 
 def tidy(text: str) -> str:
-    """Trim what small models append: role labels, repeated blank lines, a dangling fragment."""
+    """Trim what small models append: role labels, echoed passage headers, sentences said twice."""
     text = re.split(r"\n(?:User|Assistant|Question|Passages?)\s*:", text)[0]
     # echoed passage headers: "[2] (Title, p. 3)" or "Passage [2]:"
     text = re.sub(r"(?m)^\s*(?:Passage\s*)?\[?\d+\]?[.:]?\s*\([^()\n]{0,120}\)\s*", "", text)
     text = re.sub(r"(?m)^\s*Passage\s*\[\d+\]\s*:\s*", "", text)
+    text = drop_repeated_sentences(text)
+    text = re.sub(r"\s*\[[^\]\n]{0,12}$", "", text)  # a citation cut off by a stop: "… citations. ["
     text = re.sub(r"\n{3,}", "\n\n", text).strip()
     return text

@@ -13,6 +13,7 @@ from bot.answer import Answer, AnswerEvent, Completed, Token, tidy
 from bot.citations import consulted, content_words, verify
 from bot.llm import LLM, GenerationParams, LLMError
 from bot.prompts import STOP, summary_messages
+from bot.repetition import stop_when_repeating
 from store.types import Chunk
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,8 @@ class Summarizer:
         try:
             final_chunks = groups[0] if len(groups) == 1 else [self._map(g, title, focus) for g in groups]
             pieces: list[str] = []
-            for piece in self.llm.stream(
-                summary_messages(final_chunks, max_passage_chars=self.max_passage_chars, focus=focus), self.params
-            ):
+            messages = summary_messages(final_chunks, max_passage_chars=self.max_passage_chars, focus=focus)
+            for piece in stop_when_repeating(self.llm.stream(messages, self.params)):
                 pieces.append(piece)
                 yield Token(piece)
         except LLMError as exc:
@@ -91,8 +91,10 @@ class Summarizer:
         """Summarise one window into a pseudo-chunk that keeps the window's first location."""
         text = tidy(
             "".join(
-                self.llm.stream(
-                    summary_messages(group, max_passage_chars=self.max_passage_chars, focus=focus), self.params
+                stop_when_repeating(
+                    self.llm.stream(
+                        summary_messages(group, max_passage_chars=self.max_passage_chars, focus=focus), self.params
+                    )
                 )
             )
         )

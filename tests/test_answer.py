@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from bot.answer import Completed, Retrieved, Token, Turn, standalone_query
+import re
+
+from bot.answer import Completed, Retrieved, Token, Turn, standalone_query, tidy
 from bot.prompts import SYSTEM
 from tests.fakes import cite_first_passage
 
@@ -111,3 +113,36 @@ def test_model_reads_the_sentences_of_each_passage_that_match_the_question():
     assert len(passage) <= 201 and passage.rstrip("…").strip() in " ".join(text.split())
     whole = answer_messages("When does the backup job run?", [chunk], passage_chars=0)[-1].content
     assert " ".join(text.split()) in whole  # 0 keeps the whole passage
+
+
+def test_a_model_that_repeats_itself_is_stopped_and_its_answer_says_each_sentence_once(service, docs_dir, fake_llm):
+    service.ingest_paths(NS, [docs_dir])
+    loop = "Roses need six hours of sun [1]. Water them weekly. " + "Roses need six hours of sun. [2] " * 30
+    fake_llm.replies = [loop]
+    answer = service.ask(NS, "How much sun do roses need?")
+    assert answer.text.count("six hours") == 1, answer.text
+    assert "Water them weekly." in answer.text
+    assert answer.timings["tokens"] < 30  # stopped at the first repeat, not at the end of the loop
+
+
+def test_repetition_guard_passes_distinct_sentences_and_closes_the_model_stream():
+    from bot.repetition import drop_repeated_sentences, stop_when_repeating
+
+    closed: list[bool] = []
+
+    def model(text: str):  # type: ignore[no-untyped-def]
+        try:
+            yield from re.findall(r"\S+\s*", text)
+        finally:
+            closed.append(True)
+
+    plain = "1. Install it. 2. Run it.\nThe token is read from the environment [1]. Version 3.5 works."
+    assert "".join(stop_when_repeating(model(plain))) == plain and closed == [True]
+    looping = "Start the bot. [1] Then sync. [1] Start the bot. [2] Then sync. Then sync."
+    assert "".join(stop_when_repeating(model(looping))) == "Start the bot. [1] Then sync. [1] Start the bot. "
+    assert closed == [True, True]  # stopped mid-stream: the model's generator was closed
+    assert drop_repeated_sentences(looping) == "Start the bot. [1] Then sync. [1]"
+    assert drop_repeated_sentences("- Add it.\n- Add it.\n- Test it.\n") == "- Add it.\n\n- Test it.\n"
+    assert drop_repeated_sentences(plain) == plain
+    # a real model's piece after the repeat was " [": the stop leaves it, the final text does not
+    assert tidy("Check the quote. [1] Then sync. Then sync. [") == "Check the quote. [1] Then sync."

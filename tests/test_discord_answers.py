@@ -20,11 +20,12 @@ DEPLOY = (
 
 
 def cited_sentences(times: int) -> object:
-    """A reply citing passage 1, `times` sentences long (long enough to stream in several edits)."""
+    """A reply citing passage 1, `times` sentences long (long enough to stream in several edits);
+    numbered, since a sentence said twice ends the answer."""
 
     def reply(messages: Sequence[Message]) -> str:
         first = cite_first_passage(messages)
-        return " ".join([first] * times)
+        return " ".join(f"Step {i + 1}: {first}" for i in range(times))
 
     return reply
 
@@ -48,7 +49,7 @@ async def test_mention_streams_answer_with_sources(tmp_path):
         mid = int(final["id"])
         assert len(w.fake.edits[mid]) >= 3  # streamed: several throttled edits
         assert "✅ done" in final["content"]
-        assert final["content"].startswith("The bot runs on a single server. [1]")
+        assert final["content"].startswith("Step 1: The bot runs on a single server. [1]")
         assert "writing…" not in final["content"]
         [embed] = final["embeds"]
         assert embed["title"] == "Sources"

@@ -46,6 +46,13 @@ def test_cli_ingests_docs_and_answers_with_a_verified_citation(env, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Sources" in out.stdout
     assert "how-it-works" in out.stdout.lower() or "How ragcord works" in out.stdout
+    # the answer shown last (the checked one if checking changed it) says no sentence twice
+    # (SmolLM2 loops on this question: "Scanning the citations." until the length cap)
+    from bot.repetition import sentence_key, sentence_spans
+
+    final = out.stdout.split("Sources")[0].split("Checked answer")[-1]
+    keys = [k for k in map(sentence_key, sentence_spans(final)) if k]
+    assert keys and len(keys) == len(set(keys)), final
 
     out = ragcord("ask", "What is the boiling point of liquid nitrogen on Neptune?", env=env)
     assert out.returncode == 2 and "couldn't find" in out.stdout
