@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from store.types import Chunk
 
-_MARKER_RE = re.compile(r"\[\s*(\d{1,3}(?:\s*(?:,|;|-|–|and)\s*\d{1,3})*)\s*\]")
+MARKER_RE = re.compile(r"\[\s*(\d{1,3}(?:\s*(?:,|;|-|–|and)\s*\d{1,3})*)\s*\]")
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 _SENTENCE_RE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]*[A-Z0-9])|\n{2,}|\n(?=[-*•]\s)")
 _ABBREV_RE = re.compile(r"\b(?:e\.g|i\.e|etc|vs|Dr|Mr|Mrs|Ms|Prof|Fig|No|St|al)\.$", re.IGNORECASE)
@@ -167,7 +167,7 @@ def split_sentences(text: str) -> list[str]:
 def cited_numbers(text: str) -> list[int]:
     """Every passage number the text cites, in order of first appearance."""
     seen: list[int] = []
-    for match in _MARKER_RE.finditer(text):
+    for match in MARKER_RE.finditer(text):
         for n in _expand(match.group(1)):
             if n not in seen:
                 seen.append(n)
@@ -193,7 +193,7 @@ def strip_invalid_markers(text: str, valid: set[int]) -> str:
         kept = [n for n in dict.fromkeys(_expand(match.group(1))) if n in valid]
         return "[" + ", ".join(map(str, kept)) + "]" if kept else ""
 
-    cleaned = _MARKER_RE.sub(fix, text)
+    cleaned = MARKER_RE.sub(fix, text)
     return re.sub(r"[ \t]+([.,;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", cleaned)).strip()
 
 
@@ -326,7 +326,7 @@ def attribute(answer: str, chunks: Sequence[Chunk], *, threshold: float = 0.6) -
 def backs(sentence: str, chunk: Chunk, *, threshold: float = 0.5) -> bool:
     """Whether a passage backs a sentence that cites it: it holds the sentence's content words
     (all of them for a one- or two-word claim such as "1889", else at least `threshold`)."""
-    claim = terms(_MARKER_RE.sub(" ", sentence))
+    claim = terms(MARKER_RE.sub(" ", sentence))
     if not claim:
         return True  # a bare marker: nothing to check
     have = terms(f"{chunk.title} {chunk.section} {chunk.text}")

@@ -14,21 +14,21 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 
+from bot.citations import MARKER_RE, words
+
 log = logging.getLogger(__name__)
 
-_MARKER = r"\[\s*\d+(?:\s*[,\-\u2013]\s*\d+)*\s*\]"
-_MARKERS = re.compile(_MARKER)
 # A sentence ends at . ! or ? (with the citation markers that follow it) before whitespace,
 # or at a line break. While streaming, the end of the text so far is not an end.
-_END = re.compile(rf"[.!?]+(?:[ \t]*{_MARKER})*(?=\s|$)|\n")
-_END_STREAMING = re.compile(rf"[.!?]+(?:[ \t]*{_MARKER})*(?=\s)|\n")
-_WORDS = re.compile(r"\w+")
+_FOLLOWING_MARKERS = rf"(?:[ \t]*{MARKER_RE.pattern})*"
+_END = re.compile(rf"[.!?]+{_FOLLOWING_MARKERS}(?=\s|$)|\n")
+_END_STREAMING = re.compile(rf"[.!?]+{_FOLLOWING_MARKERS}(?=\s)|\n")
 
 
 def sentence_key(sentence: str) -> str | None:
     """What makes two sentences the same (None: too short to say)."""
-    words = _WORDS.findall(_MARKERS.sub(" ", sentence).lower())
-    return " ".join(words) if len(words) >= 2 else None
+    said = words(MARKER_RE.sub(" ", sentence))
+    return " ".join(said) if len(said) >= 2 else None
 
 
 def sentence_spans(text: str) -> Iterator[str]:
