@@ -19,10 +19,12 @@ from bot.citations import MARKER_RE, words
 log = logging.getLogger(__name__)
 
 # A sentence ends at . ! or ? (with the citation markers that follow it) before whitespace,
-# or at a line break. While streaming, the end of the text so far is not an end.
+# or at a blank line; a single line break does not end one, so the lines of a code block
+# or config snippet ("restart: always" twice) are not sentences of their own. While
+# streaming, the end of the text so far is not an end.
 _FOLLOWING_MARKERS = rf"(?:[ \t]*{MARKER_RE.pattern})*"
-_END = re.compile(rf"[.!?]+{_FOLLOWING_MARKERS}(?=\s|$)|\n")
-_END_STREAMING = re.compile(rf"[.!?]+{_FOLLOWING_MARKERS}(?=\s)|\n")
+_END = re.compile(rf"[.!?]+{_FOLLOWING_MARKERS}(?=\s|$)|\n{{2,}}")
+_END_STREAMING = re.compile(rf"[.!?]+{_FOLLOWING_MARKERS}(?=\s)|\n{{2,}}")
 
 
 def sentence_key(sentence: str) -> str | None:
@@ -42,13 +44,12 @@ def sentence_spans(text: str) -> Iterator[str]:
 
 
 def drop_repeated_sentences(text: str) -> str:
-    """`text` with every sentence after its first occurrence removed (line breaks kept)."""
+    """`text` with every sentence after its first occurrence removed."""
     seen: set[str] = set()
     kept: list[str] = []
     for span in sentence_spans(text):
         key = sentence_key(span)
         if key is not None and key in seen:
-            kept.append("\n" if span.endswith("\n") else "")
             continue
         if key is not None:
             seen.add(key)

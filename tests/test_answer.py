@@ -142,7 +142,10 @@ def test_repetition_guard_passes_distinct_sentences_and_closes_the_model_stream(
     assert "".join(stop_when_repeating(model(looping))) == "Start the bot. [1] Then sync. [1] Start the bot. "
     assert closed == [True, True]  # stopped mid-stream: the model's generator was closed
     assert drop_repeated_sentences(looping) == "Start the bot. [1] Then sync. [1]"
-    assert drop_repeated_sentences("- Add it.\n- Add it.\n- Test it.\n") == "- Add it.\n\n- Test it.\n"
+    assert drop_repeated_sentences("- Add it.\n- Add it.\n- Test it.\n") == "- Add it.\n- Test it.\n"
+    snippet = "Use this:\n\n```\nrestart: always\nrestart: always\n```\n\nThen start it."
+    assert "".join(stop_when_repeating(model(snippet))) == snippet  # lines of a snippet are not sentences
+    assert drop_repeated_sentences(snippet) == snippet
     assert drop_repeated_sentences(plain) == plain
     # a real model's piece after the repeat was " [": the stop leaves it, the final text does not
     assert tidy("Check the quote. [1] Then sync. Then sync. [") == "Check the quote. [1] Then sync."
