@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -46,8 +47,6 @@ def passive_openmp_waits() -> bool:
     libgomp reads the variable once, when torch loads it, so this must run before the
     first `import torch`; a policy the user set (OMP_WAIT_POLICY or GOMP_SPINCOUNT) is kept.
     """
-    import sys
-
     if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
         return False
     if "torch" in sys.modules or "llama_cpp" in sys.modules:
