@@ -186,6 +186,7 @@ def main() -> None:
         raws: list[float] = []
         fresh_raws: list[float] = []
         texts_file = root / "texts.json"
+        model_path = resolve_model(probe.settings.embed_model)
         parses: list[float] = []
         texts: list[str] = []
         for n in range(args.repeat):
@@ -199,7 +200,7 @@ def main() -> None:
                 texts = [c.embed_text for c in chunks]
                 texts_file.write_text(json.dumps(texts), encoding="utf-8")
             raws.append(raw_round(model, texts))
-            fresh_raws.append(raw_round_default_openmp(resolve_model(probe.settings.embed_model), texts_file))
+            fresh_raws.append(raw_round_default_openmp(model_path, texts_file))
             parses.append(raw_parse_round(paths))
             say(
                 f"round {n + 1}: ragcord {got['chunks'] / got['seconds']:.1f} chunks/s "

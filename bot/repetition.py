@@ -49,9 +49,9 @@ def drop_repeated_sentences(text: str) -> str:
     kept: list[str] = []
     for span in sentence_spans(text):
         key = sentence_key(span)
-        if key is not None and key in seen:
-            continue
         if key is not None:
+            if key in seen:
+                continue
             seen.add(key)
         kept.append(span)
     return "".join(kept)

@@ -89,15 +89,8 @@ class Summarizer:
 
     def _map(self, group: list[Chunk], title: str, focus: str) -> Chunk:
         """Summarise one window into a pseudo-chunk that keeps the window's first location."""
-        text = tidy(
-            "".join(
-                stop_when_repeating(
-                    self.llm.stream(
-                        summary_messages(group, max_passage_chars=self.max_passage_chars, focus=focus), self.params
-                    )
-                )
-            )
-        )
+        messages = summary_messages(group, max_passage_chars=self.max_passage_chars, focus=focus)
+        text = tidy("".join(stop_when_repeating(self.llm.stream(messages, self.params))))
         first = group[0]
         return Chunk(
             doc_id=first.doc_id,
