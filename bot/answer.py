@@ -1,4 +1,13 @@
-"""The answering core: retrieve, decide, generate, verify. No Discord here.
+"""The answering core: retrieve, read, generate, check. No Discord here.
+
+The code reads and the model writes (docs/how-it-works.md, "How an answer is chosen"):
+the reader (bot/reader.py) picks the sentence that answers the question from the top
+passages, and that verbatim quote is the lead evidence, shown before the model writes
+a word. The model then phrases an answer from it; its words lead the reply only when
+they pass the checks (`check_answer`): backed by the passage they cite, grounded in the
+lead evidence and relevant to the question, and free of degenerate output. Otherwise
+the quote itself leads. `RAGCORD_ANSWER_MODE`: auto (that), extract (no model call),
+generate (the model's checked text always leads, for a big model).
 
 `Answerer.stream()` yields events so any front end (terminal, Discord) can show the
 answer as it is written; `Answerer.ask()` collects them.
@@ -14,19 +23,36 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bot.citations import Citation, consulted, content_words, terms, verify
+import numpy as np
+
+from bot.citations import MARKER_RE, Citation, backs, claims, consulted, verify
 from bot.llm import LLM, GenerationParams, LLMError
 from bot.prompts import PASSAGE_CHARS, STOP, answer_messages
-from bot.repetition import drop_repeated_sentences, stop_when_repeating
+from bot.reader import Lead, SentenceSelector
+from bot.repetition import degenerate_at, drop_repeated_sentences, stop_when_degenerate
 from store.retrieval import Retriever
+from store.text import content_words, terms
 from store.types import Hit
 
 log = logging.getLogger(__name__)
 
-Status = Literal["answered", "cautious", "declined", "failed"]
+AnswerStatus = Literal["answered", "cautious", "declined", "failed"]
+AnswerMode = Literal["auto", "extract", "generate"]
+LeadSource = Literal["model", "quote", ""]
 
 DECLINE = "I couldn't find anything about that in the documents I have."
 CAUTION = "The closest passages are only loosely related, so treat this answer with care."
+QUOTED = "Quoted from the documents: the model's phrasing did not pass the checks."
+QUESTION_TOO_LONG = (
+    "Your question is {length} characters long; the limit is {limit} (RAGCORD_MAX_QUESTION_CHARS). "
+    "Ask it in fewer words."
+)
+
+# The model's sentence must be grounded in the lead evidence (share of its content terms
+# found there) and carry some of the lead's new information (terms the question lacks).
+# Measured on the tuning half of XQuAD dev with SmolLM2-135M (bench/answers.py; docs/how-it-works.md).
+GROUNDED = 0.6
+NOVEL_TERMS = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,24 +66,53 @@ class Turn:
 @dataclass(slots=True)
 class Answer:
     question: str
-    text: str = ""
-    status: Status = "answered"
+    text: str = ""  # the model's checked answer (empty when the quote leads)
+    status: AnswerStatus = "answered"
     note: str = ""  # a caution, a refusal or an error explanation shown to the user
     citations: list[Citation] = field(default_factory=list)  # cited by the answer, verified
     consulted: list[Citation] = field(default_factory=list)  # the other top passages, with code-chosen quotes
     hits: list[Hit] = field(default_factory=list)
     search_query: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    lead: Citation | None = None  # the reader's verbatim evidence
+    led_by: LeadSource = ""  # what leads the reply: the model's checked text or the quote
+    model_text: str = ""  # what the model wrote (tidied), shown or not
+    rejected: str = ""  # why the model's text does not lead ("" when it does, or no model ran)
+    mode: AnswerMode = "auto"
 
     @property
     def evidence(self) -> list[Citation]:
-        """What the user is shown: the verified citations first, then the other top passages."""
-        return self.citations + self.consulted
+        """What the user is shown: the lead, the verified citations, then the other top passages."""
+        lead = [self.lead] if self.lead is not None and self.led_by == "quote" else []
+        return lead + self.citations + self.consulted
+
+    @property
+    def reply(self) -> str:
+        """The reply as plain text, in the order a member reads it: the lead, then its quote."""
+        if self.status in ("declined", "failed"):
+            return self.note
+        quote = quote_line(self.lead) if self.lead is not None else ""
+        if self.led_by == "model":
+            return f"{self.text}\n{quote}".strip()
+        return quote or self.text
+
+
+def quote_line(c: Citation) -> str:
+    """A verbatim quote shown as what it is: '*Title*, Section: "…" [n]'."""
+    where = f", {c.location}" if c.location else ""
+    return f'*{c.chunk.title or c.chunk.source}*{where}: "{c.quote}" [{c.number}]'
 
 
 @dataclass(frozen=True, slots=True)
 class Retrieved:
     hits: list[Hit]
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """The reader's lead evidence, known as soon as retrieval ends (before the model's first token)."""
+
+    lead: Citation
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +125,7 @@ class Completed:
     answer: Answer
 
 
-AnswerEvent = Retrieved | Token | Completed
+AnswerEvent = Retrieved | Evidence | Token | Completed
 
 
 def standalone_query(question: str, history: Sequence[Turn], max_turns: int) -> str:
@@ -95,7 +150,7 @@ class Answerer:
     def __init__(
         self,
         retriever: Retriever,
-        llm: LLM,
+        llm: LLM | None,
         *,
         top_k: int = 4,
         min_score: float = 0.30,
@@ -103,6 +158,9 @@ class Answerer:
         params: GenerationParams | None = None,
         passage_chars: int = PASSAGE_CHARS,
         history_turns: int = 4,
+        mode: AnswerMode = "auto",
+        max_question_chars: int = 600,
+        selector: SentenceSelector | None = None,
     ) -> None:
         self.retriever = retriever
         self.llm = llm
@@ -114,6 +172,9 @@ class Answerer:
             self.params = dataclasses.replace(self.params, stop=STOP)
         self.passage_chars = passage_chars
         self.history_turns = history_turns
+        self.mode: AnswerMode = mode if llm is not None else "extract"
+        self.max_question_chars = max_question_chars
+        self.selector = selector or SentenceSelector(retriever.embedder.embed)
 
     def ask(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Answer:
         answer = Answer(question)
@@ -127,7 +188,12 @@ class Answerer:
         return query, self.retriever.search(namespace, query, self.top_k)
 
     def stream(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Iterator[AnswerEvent]:
-        answer = Answer(question)
+        answer = Answer(question, mode=self.mode)
+        if len(question) > self.max_question_chars:
+            answer.status = "failed"
+            answer.note = QUESTION_TOO_LONG.format(length=len(question), limit=self.max_question_chars)
+            yield Completed(answer)
+            return
         t0 = time.perf_counter()
         answer.search_query, hits = self.retrieve(namespace, question, history)
         answer.hits = hits
@@ -144,28 +210,109 @@ class Answerer:
 
         chunks = [h.chunk for h in hits]
         scores = [h.dense or 0.0 for h in hits]
-        messages = answer_messages(question, chunks, passage_chars=self.passage_chars)
+        t1 = time.perf_counter()
+        lead = self.selector.select(answer.search_query, hits, self._query_vector(answer.search_query))
+        answer.timings["read_ms"] = (time.perf_counter() - t1) * 1000
+        if lead is not None:
+            answer.lead = Citation(lead.number, lead.chunk, lead.text, scores[lead.number - 1])
+            yield Evidence(answer.lead)
+        answer.led_by = "quote"
+
+        if self.mode != "extract" and self.llm is not None:
+            yield from self._generate(answer, question, chunks, lead)
+        answer.consulted = consulted(
+            chunks, scores, answer.search_query, answer.text, skip=[c.number for c in answer.citations]
+        )
+        if answer.led_by == "quote" and answer.lead is not None:
+            answer.consulted = [c for c in answer.consulted if c.number != answer.lead.number]
+        if answer.led_by == "quote" and answer.rejected and answer.status != "failed":
+            answer.note = " ".join(p for p in (answer.note, QUOTED) if p)
+        yield Completed(answer)
+
+    def _query_vector(self, query: str) -> np.ndarray | None:
+        try:
+            return np.asarray(self.retriever.embedder.embed_query(query), dtype=np.float32)
+        except (RuntimeError, ValueError):
+            return None
+
+    def _generate(self, answer: Answer, question: str, chunks: list, lead: Lead | None) -> Iterator[AnswerEvent]:  # type: ignore[type-arg]
+        assert self.llm is not None
+        evidence = (lead.number, lead.text) if lead is not None else None
+        messages = answer_messages(question, chunks, passage_chars=self.passage_chars, evidence=evidence)
         pieces: list[str] = []
         t1 = time.perf_counter()
         try:
-            for piece in stop_when_repeating(self.llm.stream(messages, self.params)):
+            for piece in stop_when_degenerate(self.llm.stream(messages, self.params)):
                 if not pieces:
                     answer.timings["first_token_ms"] = (time.perf_counter() - t1) * 1000
                 pieces.append(piece)
                 yield Token(piece)
         except (LLMError, RuntimeError, OSError, ValueError) as exc:
             log.exception("generation failed")
-            answer.status, answer.note = "failed", f"the model failed: {exc}; try again"
-        answer.timings["generate_ms"] = (time.perf_counter() - t1) * 1000
-        answer.timings["tokens"] = float(len(pieces))
-
+            answer.rejected = "the model failed"
+            if answer.lead is None:
+                answer.status, answer.note = "failed", f"the model failed: {exc}; try again"
+            return
+        finally:
+            answer.timings["generate_ms"] = (time.perf_counter() - t1) * 1000
+            answer.timings["tokens"] = float(len(pieces))
         raw = tidy("".join(pieces))
-        answer.text, answer.citations = verify(raw, chunks, scores, question)
-        answer.consulted = consulted(chunks, scores, question, answer.text, skip=[c.number for c in answer.citations])
-        yield Completed(answer)
+        answer.model_text = raw
+        scores = [1.0] * len(chunks)
+        text, citations = verify(raw, chunks, scores, answer.search_query)
+        verdict = check_answer(question, text, citations, lead)
+        if verdict and self.mode == "auto":
+            answer.rejected = verdict
+            log.info("the model's answer does not lead: %s", verdict)
+            return
+        if not text.strip() or (verdict and not citations and lead is not None):
+            answer.rejected = verdict or "the model gave no answer"
+            return
+        answer.text = text
+        answer.citations = [dataclasses.replace(c, score=h.dense or 0.0) for c, h in _cited_hits(citations, answer)]
+        answer.led_by = "model"
+        answer.rejected = verdict  # generate mode: shown anyway, the reason kept for the record
 
 
-def judge(question: str, hits: Sequence[Hit], min_score: float, caution_score: float) -> Status:
+def _cited_hits(citations: list[Citation], answer: Answer) -> list[tuple[Citation, Hit]]:
+    return [(c, answer.hits[c.number - 1]) for c in citations]
+
+
+def check_answer(question: str, text: str, citations: Sequence[Citation], lead: Lead | None) -> str:
+    """Why the model's checked text must not lead the reply ("" when it may).
+
+    - degenerate: a loop, an echoed passage list, a role label, or an "I don't know";
+    - unbacked: no sentence carries a citation that its passage backs (`verify` dropped them);
+    - not grounded: the cited sentences' content terms are not mostly in the lead evidence;
+    - says nothing new: they hold none of the lead's terms that the question lacks, so they
+      do not carry its answer (a backed sentence that merely restates the question).
+    """
+    if not text.strip():
+        return "the model gave no answer"
+    if degenerate_at(text) is not None:
+        return "degenerate output"
+    if re.search(r"\b(?:i don'?t know|not (?:available|mentioned|provided))\b", text, re.IGNORECASE):
+        return "the model did not answer"
+    if not citations:
+        return "no sentence is backed by the passage it cites"
+    if lead is None:
+        return ""
+    cited = " ".join(s for s in claims(text) if MARKER_RE.search(s)) or text
+    claim = terms(MARKER_RE.sub(" ", cited))
+    if not claim:
+        return "no sentence is backed by the passage it cites"
+    have = terms(f"{lead.chunk.title} {lead.chunk.section} {lead.text}")
+    if len(claim & have) / len(claim) < GROUNDED:
+        return "not grounded in the evidence that answers the question"
+    novel = terms(lead.text) - terms(question)
+    if novel and len(claim & novel) < NOVEL_TERMS:
+        return "it does not answer the question"
+    if not backs(cited, lead.chunk):
+        return "no sentence is backed by the passage it cites"
+    return ""
+
+
+def judge(question: str, hits: Sequence[Hit], min_score: float, caution_score: float) -> AnswerStatus:
     """Answer, answer with a caution, or decline, from the retrieval scores alone.
 
     Short questions embed far from long passages ("How do I use a bigger model?" scores

@@ -4,120 +4,14 @@ checks them, and picks the quoted evidence itself, so a quote is always real tex
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
+from store.text import content_words, idf_weights, split_sentences, terms
 from store.types import Chunk
 
 MARKER_RE = re.compile(r"\[\s*(\d{1,3}(?:\s*(?:,|;|-|–|and)\s*\d{1,3})*)\s*\]")
-_WORD_RE = re.compile(r"\w+", re.UNICODE)
-_SENTENCE_RE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]*[A-Z0-9])|\n{2,}|\n(?=[-*•]\s)")
-_ABBREV_RE = re.compile(r"\b(?:e\.g|i\.e|etc|vs|Dr|Mr|Mrs|Ms|Prof|Fig|No|St|al)\.$", re.IGNORECASE)
-
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "and",
-        "or",
-        "but",
-        "if",
-        "of",
-        "to",
-        "in",
-        "on",
-        "at",
-        "by",
-        "for",
-        "with",
-        "from",
-        "as",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "it",
-        "its",
-        "this",
-        "that",
-        "these",
-        "those",
-        "there",
-        "here",
-        "what",
-        "which",
-        "who",
-        "whom",
-        "whose",
-        "when",
-        "where",
-        "why",
-        "how",
-        "do",
-        "does",
-        "did",
-        "done",
-        "not",
-        "no",
-        "yes",
-        "can",
-        "could",
-        "would",
-        "should",
-        "will",
-        "shall",
-        "may",
-        "might",
-        "must",
-        "have",
-        "has",
-        "had",
-        "having",
-        "i",
-        "you",
-        "he",
-        "she",
-        "we",
-        "they",
-        "me",
-        "him",
-        "her",
-        "us",
-        "them",
-        "my",
-        "your",
-        "his",
-        "our",
-        "their",
-        "than",
-        "then",
-        "so",
-        "such",
-        "into",
-        "about",
-        "over",
-        "under",
-        "also",
-        "only",
-        "just",
-        "more",
-        "most",
-        "some",
-        "any",
-        "each",
-        "other",
-    ]
-)
-
-
 # Quote length: 400 characters measured better than 300 on XQuAD (evidence holding the
 # gold answer 0.909 vs 0.872 over 623 questions) and still fits a Discord embed field.
 QUOTE_CHARS = 400
@@ -139,29 +33,19 @@ class Citation:
         return dict(self.chunk.extra).get("jump_url")
 
 
-def words(text: str) -> list[str]:
-    return [w.lower() for w in _WORD_RE.findall(text)]
+_ONLY_MARKERS = re.compile(rf"^(?:\s*{MARKER_RE.pattern}[.,;:!?]*)+\s*$")
 
 
-def content_words(text: str) -> list[str]:
-    return [w for w in words(text) if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of `text` as verbatim substrings (so a quote is always real text)."""
-    parts: list[str] = []
-    start = 0
-    for match in _SENTENCE_RE.finditer(text):
-        candidate = text[start : match.start()]
-        if _ABBREV_RE.search(candidate.rstrip(".\"')]") + "."):
-            continue
-        if candidate.strip():
-            parts.append(candidate.strip())
-        start = match.end()
-    tail = text[start:].strip()
-    if tail:
-        parts.append(tail)
-    return parts
+def claims(answer: str) -> list[str]:
+    """The answer's sentences, each with the citation markers written after its full stop
+    ("It runs on one server. [1]" is one claim citing [1], not a sentence and a bare marker)."""
+    out: list[str] = []
+    for sentence in split_sentences(answer):
+        if out and _ONLY_MARKERS.match(sentence):
+            out[-1] = f"{out[-1]} {sentence}"
+        else:
+            out.append(sentence)
+    return out
 
 
 def cited_numbers(text: str) -> list[int]:
@@ -195,34 +79,6 @@ def strip_invalid_markers(text: str, valid: set[int]) -> str:
 
     cleaned = MARKER_RE.sub(fix, text)
     return re.sub(r"[ \t]+([.,;:!?])", r"\1", re.sub(r"[ \t]{2,}", " ", cleaned)).strip()
-
-
-@lru_cache(maxsize=1)
-def _stemmer() -> Callable[[str], str]:
-    try:
-        import Stemmer
-
-        return Stemmer.Stemmer("english").stemWord  # type: ignore[no-any-return]
-    except ImportError:  # pragma: no cover - PyStemmer is a dependency
-        return lambda w: w
-
-
-@lru_cache(maxsize=65536)
-def _stem(word: str) -> str:
-    return _stemmer()(word)
-
-
-def terms(text: str) -> set[str]:
-    """Stemmed content words: 'finished' and 'finish', 'tackles' and 'tackle' match."""
-    return {_stem(w) for w in content_words(text)}
-
-
-def idf_weights(passages: Sequence[str]) -> dict[str, float]:
-    df: Counter[str] = Counter()
-    for p in passages:
-        df.update(terms(p))
-    n = max(len(passages), 1)
-    return {w: math.log(1 + n / (1 + c)) + 0.5 for w, c in df.items()}
 
 
 def best_quote(passage: str, evidence_for: str, *, max_chars: int = 300, idf: dict[str, float] | None = None) -> str:
@@ -294,7 +150,7 @@ def shorten(text: str, max_chars: int, around: set[str] | None = None) -> str:
 
 def sentences_citing(answer: str, number: int) -> str:
     """The answer sentences that cite passage `number` (the claim its quote must support)."""
-    picked = [s for s in split_sentences(answer) if number in cited_numbers(s)]
+    picked = [s for s in claims(answer) if number in cited_numbers(s)]
     return " ".join(picked) or answer
 
 
@@ -313,7 +169,7 @@ def attribute(answer: str, chunks: Sequence[Chunk], *, threshold: float = 0.6) -
     gets "[n]" only if passage n contains at least `threshold` of its content words.
     """
     out = []
-    for sentence in split_sentences(answer):
+    for sentence in claims(answer):
         if cited_numbers(sentence):
             out.append(sentence)
             continue
@@ -338,7 +194,7 @@ def backs(sentence: str, chunk: Chunk, *, threshold: float = 0.5) -> bool:
 def drop_unsupported(answer: str, chunks: Sequence[Chunk]) -> str:
     """Remove markers whose passage does not back the sentence carrying them (a small model
     often writes "[1]" after anything); the text itself is kept, uncited."""
-    sentences = split_sentences(answer)
+    sentences = claims(answer)
     out, changed = [], False
     for sentence in sentences:
         numbers = [n for n in cited_numbers(sentence) if 1 <= n <= len(chunks)]

@@ -14,7 +14,8 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 
-from bot.citations import MARKER_RE, words
+from bot.citations import MARKER_RE
+from store.text import words
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +82,69 @@ def stop_when_repeating(pieces: Iterable[str]) -> Iterator[str]:
         close = getattr(stream, "close", None)
         if close is not None:
             close()
+
+
+# -- degenerate output: loops inside a sentence, echoed passage lists, role labels -------------
+
+LOOP_WORDS = 4  # a phrase of this many words said twice in one answer is a loop ("the answer is not available")
+_ROLE_LABEL = re.compile(r"(?:^|\n)\s*(?:User|Assistant|System|Question|Passages?|Evidence)\s*:", re.IGNORECASE)
+# a passage marker that opens the answer or one of its sentences or lines: "[1] Scanning ... [2] If ..."
+_LEADING_MARKER = re.compile(rf"(?:^|[.!?]\s+|\n\s*){MARKER_RE.pattern}")
+_WORD_SPAN = re.compile(r"\w+", re.UNICODE)
+
+
+def degenerate_at(text: str) -> tuple[int, str] | None:
+    """Where `text` turns degenerate and why, or None: the first role label, the second
+    passage marker that opens a sentence (an echoed list of passages), or the second
+    occurrence of a LOOP_WORDS-word phrase (a loop, also inside one sentence)."""
+    found: list[tuple[int, str]] = []
+    role = _ROLE_LABEL.search(text)
+    if role:
+        found.append((role.start(), "role label"))
+    leading = list(_LEADING_MARKER.finditer(text))
+    if len(leading) >= 2:
+        found.append((leading[1].start(), "echoed passage list"))
+    spans = [(m.start(), m.group().lower()) for m in _WORD_SPAN.finditer(MARKER_RE.sub(_blank, text))]
+    seen: dict[tuple[str, ...], int] = {}
+    for i in range(len(spans) - LOOP_WORDS + 1):
+        gram = tuple(w for _, w in spans[i : i + LOOP_WORDS])
+        first = seen.setdefault(gram, i)
+        if first != i and i >= first + 1:
+            found.append((spans[i][0], "repeated phrase"))
+            break
+    return min(found) if found else None
+
+
+def _blank(match: re.Match[str]) -> str:
+    return " " * len(match.group())  # markers are not words, and offsets stay those of `text`
+
+
+def stop_when_degenerate(pieces: Iterable[str], *, holdback_words: int = LOOP_WORDS) -> Iterator[str]:
+    """Pass the model's text through, cut before it turns degenerate (see `degenerate_at`)
+    or repeats a finished sentence (`stop_when_repeating`).
+
+    The last `holdback_words` words are held back until more text follows, so the text
+    passed on never includes the start of a loop: the reader never watches one grow.
+    """
+    guarded = stop_when_repeating(pieces)  # closes the model's stream when it is closed
+    text, sent = "", 0
+    try:
+        for piece in guarded:
+            text += piece
+            bad = degenerate_at(text)
+            if bad is not None:
+                log.info("the model's text turned degenerate (%s); generation stopped there", bad[1])
+                if bad[0] > sent:
+                    yield text[sent : bad[0]]
+                return
+            starts = [m.start() for m in _WORD_SPAN.finditer(text, sent)]
+            safe = starts[-holdback_words] if len(starts) >= holdback_words else sent
+            if safe > sent:
+                yield text[sent:safe]
+                sent = safe
+        bad = degenerate_at(text)
+        end = bad[0] if bad is not None else len(text)
+        if end > sent:
+            yield text[sent:end]
+    finally:
+        guarded.close()

@@ -168,13 +168,15 @@ class RagService:
         s = self.settings
         return Answerer(
             self.retriever,
-            self.llm,
+            None if s.answer_mode == "extract" else self.llm,  # extract: the model is never loaded
             top_k=s.top_k,
             min_score=s.min_score,
             caution_score=s.caution_score,
             params=self.params,
             passage_chars=s.passage_chars,
             history_turns=s.history_turns,
+            mode=s.answer_mode,
+            max_question_chars=s.max_question_chars,
         )
 
     def ask_stream(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Iterator[AnswerEvent]:

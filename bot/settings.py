@@ -93,6 +93,22 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- answering ---------------------------------------------------------------
+    answer_mode: Literal["auto", "extract", "generate"] = Field(
+        "auto",
+        description=(
+            "auto: the model phrases an answer from the sentence the code picked; its words lead only when they "
+            "pass the checks (backed, grounded in that evidence, relevant, not degenerate), else the verbatim quote "
+            "leads. extract: no model call, the quote leads (the fastest bot). generate: the model's checked text "
+            "always leads (for a big model)."
+        ),
+    )
+    max_question_chars: int = Field(
+        600,
+        description="Longest question accepted, in characters: it appears twice in the prompt and must fit the "
+        "model's context.",
+    )
+
     # --- language model ----------------------------------------------------------
     llm_backend: Literal["llama", "openai"] = Field(
         "llama", description="llama: a local GGUF through llama-cpp-python; openai: an OpenAI-compatible HTTP server."

@@ -10,7 +10,8 @@ import logging
 from collections.abc import Iterator, Sequence
 
 from bot.answer import Answer, AnswerEvent, Completed, Token, tidy
-from bot.citations import consulted, content_words, verify
+from bot.citations import consulted, verify
+from store.text import content_words
 from bot.llm import LLM, GenerationParams, LLMError
 from bot.prompts import STOP, summary_messages
 from bot.repetition import stop_when_repeating

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
+from store.text import pieces_between, sentence_pieces
 from store.types import Chunk, LoadedDocument, Section
 
 log = logging.getLogger(__name__)
@@ -30,20 +31,6 @@ log = logging.getLogger(__name__)
 TokenCounter = Callable[[Sequence[str]], list[int]]
 CHUNKER_VERSION = 1  # bump when the chunking output changes, so stored documents re-ingest
 
-# Words whose trailing period does not end a sentence (checked lower-case, without the final dot).
-_ABBREVIATIONS = frozenset(
-    {
-        "e.g", "i.e", "cf", "vs", "etc", "al", "approx", "ca", "dr", "mr", "mrs", "ms", "prof", "sr", "jr",
-        "mt", "fig", "figs", "eq", "eqs", "eds", "inc", "ltd", "corp", "dept", "jan", "feb", "mar", "apr",
-        "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "resp", "viz",
-    }
-)  # fmt: skip
-# ... and these only before a number ("No. 5", "p. 3"), since they are also ordinary words.
-_BEFORE_NUMBER = frozenset({"no", "nos", "p", "pp", "vol", "ch", "sec", "ref", "refs", "art", "st", "ed"})
-_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
-_SENTENCE_END = re.compile(r"(?:[.!?…]+[\"'”’»)\]]*\s+|[。！？]+[\"'”’」』)]*\s*)(?=\S)")
-_LIST_ITEM = re.compile(r"\n[^\S\n]*(?:[-*+•‣◦▪–]|\d{1,3}[.)]|[a-zA-Z][.)]|\(\w{1,3}\))[^\S\n]+(?=\S)")
-_INITIALS = re.compile(r"(?:[^\W\d_]\.)+")
 _LINE_BREAK = re.compile(r"\n\s*")
 _NON_SPACE = re.compile(r"\S+")
 _ELLIPSIS = "…"
@@ -305,51 +292,13 @@ class Chunker:
         return [t for part in (left, right) if part for t in self._halve_until_fits(title, heading, part)]
 
 
-def split_sentences(text: str) -> list[str]:
-    """Split text into sentences (see `_sentence_units`)."""
-    return [u.text for u in _sentence_units(text)]
-
-
 def _sentence_units(text: str) -> list[_Unit]:
-    """Split a section's text into sentences, keeping the whitespace before each one.
-
-    Boundaries: sentence-ending punctuation followed by a non-lowercase character (not
-    after abbreviations such as "e.g." or "Dr." or initials), paragraph breaks, and the
-    start of list items. Decimal numbers and URLs never split (no space follows their dots).
-    """
-    cuts = {m.end() for m in _PARAGRAPH_BREAK.finditer(text)}
-    cuts.update(m.start() + 1 for m in _LIST_ITEM.finditer(text))
-    cuts.update(m.end() for m in _SENTENCE_END.finditer(text) if _is_sentence_end(text, m.start(), m.end()))
-    return _units_between(text, sorted(cuts))
+    """A section's sentences (store.text's splitter), each with the whitespace before it."""
+    return [_Unit(sep, body) for sep, body in sentence_pieces(text)]
 
 
 def _units_between(text: str, cuts: list[int]) -> list[_Unit]:
-    """The stripped pieces of `text` between cut positions, each with the whitespace before it."""
-    units: list[_Unit] = []
-    prev, body_end = 0, 0
-    for cut in [*cuts, len(text)]:
-        piece = text[prev:cut]
-        body = piece.strip()
-        if body:
-            body_start = prev + len(piece) - len(piece.lstrip())
-            units.append(_Unit(text[body_end:body_start] if units else "", body))
-            body_end = body_start + len(body)
-        prev = cut
-    return units
-
-
-def _is_sentence_end(text: str, punct_start: int, next_start: int) -> bool:
-    following = text[next_start]
-    if following.islower():
-        return False
-    if text[punct_start] != ".":
-        return True
-    before = text[max(0, punct_start - 40) : punct_start].rsplit(None, 1)
-    word = before[-1].lstrip("([{\"'“‘") if before else ""
-    lowered = word.lower().rstrip(".")
-    if lowered in _ABBREVIATIONS or (lowered in _BEFORE_NUMBER and following.isdigit()):
-        return False
-    return not (_INITIALS.fullmatch(word + ".") and len(word) <= 6)
+    return [_Unit(sep, body) for sep, body in pieces_between(text, cuts)]
 
 
 def _split_on(text: str, separator: re.Pattern[str]) -> list[_Unit]:

@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from store.text import STOPWORDS
+
 log = logging.getLogger(__name__)
 
-# Bumped when what the index is built from changes (e.g. titles now included).
-INDEX_FORMAT = 2
+# Bumped when what the index is built from changes (e.g. titles now included; 3: the project's stop words).
+INDEX_FORMAT = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +32,8 @@ class Bm25Params:
     """How text becomes BM25 terms and how terms are weighted.
 
     Defaults measured on SciFact train claims (bench/retrieval.py): Lucene BM25 with
-    English stemming and stop words; k1/b near the usual values.
+    English stemming and the project's stop words (store.text, one list for BM25, citations
+    and the reader); k1/b near the usual values.
     """
 
     k1: float = 1.2
@@ -50,7 +53,7 @@ def tokenize(texts: list[str], params: Bm25Params) -> list[list[str]]:
 
     tokens = bm25s.tokenize(
         texts,
-        stopwords="en" if params.stopwords else None,
+        stopwords=sorted(STOPWORDS) if params.stopwords else None,
         stemmer=_stemmer() if params.stem else None,
         show_progress=False,
         return_ids=False,

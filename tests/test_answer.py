@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 
-from bot.answer import Completed, Retrieved, Token, Turn, standalone_query, tidy
+from bot.answer import Completed, Evidence, Retrieved, Token, Turn, standalone_query, tidy
 from bot.prompts import SYSTEM
 from tests.fakes import cite_first_passage
 
@@ -60,9 +60,10 @@ def test_stream_events_in_order(service, docs_dir, fake_llm):
     fake_llm.replies = ["Roses need six hours of sun [1]."]
     events = list(service.ask_stream(NS, "How much sun do roses need?"))
     assert isinstance(events[0], Retrieved)
-    assert all(isinstance(e, Token) for e in events[1:-1]) and len(events) > 3
+    assert isinstance(events[1], Evidence) and "six hours of sun" in events[1].lead.quote  # before any token
+    assert all(isinstance(e, Token) for e in events[2:-1]) and len(events) > 4
     assert isinstance(events[-1], Completed)
-    assert "".join(e.text for e in events[1:-1]).startswith("Roses need")
+    assert "".join(e.text for e in events[2:-1]).startswith("Roses need")
 
 
 def test_model_failure_ends_with_explanation(service, docs_dir, fake_llm):
@@ -70,6 +71,21 @@ def test_model_failure_ends_with_explanation(service, docs_dir, fake_llm):
     fake_llm.fail_after = 2
     fake_llm.replies = ["Roses need six hours of sun [1]."]
     answer = service.ask(NS, "How much sun do roses need?")
+    # the reader's quote still answers; the model's half-written text is not shown
+    assert answer.status == "answered" and answer.led_by == "quote" and answer.text == ""
+    assert "six hours of sun" in answer.reply
+    assert answer.rejected == "the model failed" and "did not pass" in answer.note
+
+
+def test_model_failure_without_evidence_ends_with_explanation(service, docs_dir, fake_llm):
+    from bot.reader import SentenceSelector
+
+    service.ingest_paths(NS, [docs_dir])
+    answerer = service.answerer
+    answerer.selector = SentenceSelector(None, passages=0)  # a reader that finds nothing
+    fake_llm.fail_after = 2
+    fake_llm.replies = ["Roses need six hours of sun [1]."]
+    answer = answerer.ask(NS, "How much sun do roses need?")
     assert answer.status == "failed"
     assert answer.note.startswith("the model failed:") and "try again" in answer.note
 

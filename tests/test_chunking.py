@@ -11,7 +11,8 @@ from itertools import accumulate
 
 import pytest
 
-from ingest.chunking import Chunker, split_sentences
+from ingest.chunking import Chunker
+from store.text import split_sentences
 from store.types import LoadedDocument, Section
 
 Counter = Callable[[Sequence[str]], list[int]]

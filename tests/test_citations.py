@@ -3,10 +3,10 @@ from bot.citations import (
     best_quote,
     cited_numbers,
     consulted,
-    split_sentences,
     strip_invalid_markers,
     verify,
 )
+from store.text import split_sentences
 from store.types import Chunk
 
 
@@ -104,3 +104,12 @@ def test_short_claim_needs_every_word_in_the_passage():
 def test_consulted_skips_cited_numbers_and_keeps_retrieval_order():
     shown = consulted(PASSAGES, [0.9, 0.8], "bigger model", skip=[1])
     assert [c.number for c in shown] == [2]
+
+
+def test_a_marker_after_the_full_stop_is_checked_against_its_sentence():
+    # "It does X. [2]": the marker belongs to the sentence before it; it used to be split off
+    # as a sentence of its own with nothing to check, so any marker there survived.
+    chunks = [Chunk("d", 0, "Roses need six hours of sun.", "Garden", "g"), Chunk("d", 1, "Invoices go out monthly.", "B", "b")]
+    text, citations = verify("Invoices go out every month. [1]", chunks, [0.9, 0.8], "When do invoices go out?")
+    assert "[1]" not in text
+    assert [c.number for c in citations] == [2]  # attributed by code to the passage that backs it

@@ -1,0 +1,134 @@
+"""The reader: code picks the sentences that answer the question.
+
+A 135M model copies the wrong sentence about two times in three, while the passages
+under it hold the answer nine times in ten. So the code reads: every sentence of the
+top passages is scored against the question (the standalone form a follow-up gets)
+by three signals, and the best one becomes the answer's lead evidence:
+
+- lexical: idf-weighted share of the question's stemmed content terms the sentence
+  holds (the weights come from the retrieved passages, as for quotes);
+- dense: cosine between the question and the sentence, from the loaded encoder
+  (a few dozen short sentences cost milliseconds);
+- rank: the retrieval rank of the sentence's passage (1, 1/2, 1/3, ...).
+
+The weights were measured on XQuAD dev questions (bench/reader.py); docs/how-it-works.md
+has the table. A best sentence that is a fragment ("It did.", a heading) takes its
+neighbour with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from store.text import idf_weights, split_sentences, terms, words
+from store.types import Chunk, Hit
+
+log = logging.getLogger(__name__)
+
+# Measured on the tuning half of XQuAD dev (bench/reader.py --split tune); see docs/how-it-works.md.
+LEXICAL_WEIGHT = 1.0
+DENSE_WEIGHT = 1.0
+RANK_WEIGHT = 0.25
+FRAGMENT_WORDS = 6  # a best sentence shorter than this takes its neighbour
+LEAD_CHARS = 300  # what a member reads first; a neighbour is added only within it
+
+Embed = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    lexical: float = LEXICAL_WEIGHT
+    dense: float = DENSE_WEIGHT
+    rank: float = RANK_WEIGHT
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredSentence:
+    number: int  # 1-based passage number (its place among the retrieved hits)
+    position: int  # index of the sentence inside its passage
+    text: str  # verbatim sentence, whitespace collapsed
+    lexical: float
+    dense: float
+    rank: float
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Lead:
+    """The evidence that answers the question: verbatim text of one passage."""
+
+    number: int
+    chunk: Chunk
+    text: str  # one sentence, or two adjacent ones (whitespace collapsed, verbatim otherwise)
+    score: float
+    lexical: float
+    dense: float
+
+
+def collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+class SentenceSelector:
+    """Scores the sentences of the top passages; `select` returns the lead evidence."""
+
+    def __init__(self, embed: Embed | None, *, weights: Weights | None = None, passages: int = 3) -> None:
+        self.embed = embed
+        self.weights = weights or Weights()
+        self.passages = passages
+
+    def score(self, question: str, hits: Sequence[Hit], query_vector: np.ndarray | None = None) -> list[ScoredSentence]:
+        top = list(hits[: self.passages])
+        if not top:
+            return []
+        idf = idf_weights([h.chunk.text for h in hits])
+        asked = terms(question)
+        total = sum(idf.get(t, 1.0) for t in asked) or 1.0
+        items: list[tuple[int, int, str]] = []
+        for number, hit in enumerate(top, start=1):
+            for position, sentence in enumerate(split_sentences(hit.chunk.text)):
+                text = collapse(sentence)
+                if text:
+                    items.append((number, position, text))
+        if not items:
+            return []
+        dense = self._dense(question, [t for _, _, t in items], query_vector)
+        w = self.weights
+        scored = []
+        for (number, position, text), cosine in zip(items, dense, strict=True):
+            lexical = sum(idf.get(t, 1.0) for t in asked & terms(text)) / total
+            rank = 1.0 / number
+            penalty = 0.15 if len(words(text)) < 4 else 0.0  # "Yes.", list numbers, headings
+            score = w.lexical * lexical + w.dense * cosine + w.rank * rank - penalty
+            scored.append(ScoredSentence(number, position, text, lexical, cosine, rank, score))
+        return scored
+
+    def _dense(self, question: str, sentences: list[str], query_vector: np.ndarray | None) -> list[float]:
+        if self.embed is None or self.weights.dense == 0:
+            return [0.0] * len(sentences)
+        try:
+            vectors = np.asarray(self.embed(sentences), dtype=np.float32)
+            query = query_vector if query_vector is not None else np.asarray(self.embed([question]))[0]
+            return [float(s) for s in vectors @ np.asarray(query, dtype=np.float32)]
+        except (RuntimeError, ValueError) as exc:  # the encoder failed: the lexical signal still reads
+            log.warning("sentence embeddings failed (%s); selecting by lexical overlap", exc)
+            return [0.0] * len(sentences)
+
+    def select(self, question: str, hits: Sequence[Hit], query_vector: np.ndarray | None = None) -> Lead | None:
+        scored = self.score(question, hits, query_vector)
+        if not scored:
+            return None
+        best = max(scored, key=lambda s: (s.score, -s.number, -s.position))
+        chunk = hits[best.number - 1].chunk
+        text = best.text
+        if len(words(text)) < FRAGMENT_WORDS or not text.rstrip("\"')]”’").endswith((".", "!", "?", ":")):
+            siblings = {s.position: s for s in scored if s.number == best.number}
+            after, before = siblings.get(best.position + 1), siblings.get(best.position - 1)
+            neighbour = after or before
+            if neighbour is not None and len(text) + len(neighbour.text) + 1 <= LEAD_CHARS:
+                text = f"{text} {neighbour.text}" if neighbour is after else f"{neighbour.text} {text}"
+        return Lead(best.number, chunk, text, best.score, best.lexical, best.dense)

@@ -1,0 +1,132 @@
+"""The text toolkit that ingest, retrieval and answering share: one sentence splitter,
+one stop-word list, one way to turn text into terms.
+
+Sentences: a regex splitter of the project's own, not pysbd or blingfire. It returns
+verbatim pieces with the whitespace between them (quotes must be real text, and the
+chunker rebuilds chunks from them), it is linear in the input, and it runs on every
+sentence of every ingested document, where pysbd costs milliseconds a sentence and
+neither library keeps the separators. Boundaries: sentence-ending punctuation
+followed by a non-lowercase character (not after abbreviations such as "e.g." or
+"Dr." or initials), paragraph breaks, and the start of list items. Decimal numbers
+and URLs never split (no space follows their dots).
+
+Stop words: one list, used by BM25 (store/lexical.py passes it to bm25s), by the
+citation checks and by the sentence reader. It holds the question words ("what",
+"how", "which") that Lucene's 33-word list lacks: a question's "what" is not evidence.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+STOPWORDS = frozenset(
+    (
+        "a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with",
+        "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that",
+        "these", "those", "there", "here", "what", "which", "who", "whom", "whose", "when", "where", "why",
+        "how", "do", "does", "did", "done", "not", "no", "yes", "can", "could", "would", "should", "will",
+        "shall", "may", "might", "must", "have", "has", "had", "having", "i", "you", "he", "she", "we",
+        "they", "me", "him", "her", "us", "them", "my", "your", "his", "our", "their", "than", "then", "so",
+        "such", "into", "about", "over", "under", "also", "only", "just", "more", "most", "some", "any",
+        "each", "other"
+    )
+)
+
+# Words whose trailing period does not end a sentence (checked lower-case, without the final dot).
+_ABBREVIATIONS = frozenset(
+    {
+        "e.g", "i.e", "cf", "vs", "etc", "al", "approx", "ca", "dr", "mr", "mrs", "ms", "prof", "sr", "jr",
+        "mt", "fig", "figs", "eq", "eqs", "eds", "inc", "ltd", "corp", "dept", "jan", "feb", "mar", "apr",
+        "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "resp", "viz",
+    }
+)  # fmt: skip
+# ... and these only before a number ("No. 5", "p. 3"), since they are also ordinary words.
+_BEFORE_NUMBER = frozenset({"no", "nos", "p", "pp", "vol", "ch", "sec", "ref", "refs", "art", "st", "ed"})
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
+_SENTENCE_END = re.compile(r"(?:[.!?…]+[\"'”’»)\]]*\s+|[。！？]+[\"'”’」』)]*\s*)(?=\S)")
+_LIST_ITEM = re.compile(r"\n[^\S\n]*(?:[-*+•‣◦▪–]|\d{1,3}[.)]|[a-zA-Z][.)]|\(\w{1,3}\))[^\S\n]+(?=\S)")
+_INITIALS = re.compile(r"(?:[^\W\d_]\.)+")
+_WORD_RE = re.compile(r"\w+", re.UNICODE)
+
+Piece = tuple[str, str]  # (the whitespace before it, the stripped text)
+
+
+def words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD_RE.findall(text)]
+
+
+def content_words(text: str) -> list[str]:
+    return [w for w in words(text) if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
+
+
+@lru_cache(maxsize=1)
+def stemmer() -> Callable[[str], str]:
+    """English Snowball stemming (PyStemmer), the stemmer BM25 uses too."""
+    import Stemmer
+
+    return Stemmer.Stemmer("english").stemWord  # type: ignore[no-any-return]
+
+
+@lru_cache(maxsize=65536)
+def stem(word: str) -> str:
+    return stemmer()(word)
+
+
+def terms(text: str) -> set[str]:
+    """Stemmed content words: 'finished' and 'finish', 'tackles' and 'tackle' match."""
+    return {stem(w) for w in content_words(text)}
+
+
+def idf_weights(passages: Sequence[str]) -> dict[str, float]:
+    df: Counter[str] = Counter()
+    for p in passages:
+        df.update(terms(p))
+    n = max(len(passages), 1)
+    return {w: math.log(1 + n / (1 + c)) + 0.5 for w, c in df.items()}
+
+
+def sentence_pieces(text: str) -> list[Piece]:
+    """The sentences of `text` (stripped), each with the whitespace that preceded it:
+    `"".join(sep + s for sep, s in pieces)` is `text.strip()`."""
+    cuts = {m.end() for m in _PARAGRAPH_BREAK.finditer(text)}
+    cuts.update(m.start() + 1 for m in _LIST_ITEM.finditer(text))
+    cuts.update(m.end() for m in _SENTENCE_END.finditer(text) if _is_sentence_end(text, m.start(), m.end()))
+    return pieces_between(text, sorted(cuts))
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of `text` as verbatim substrings (so a quote is always real text)."""
+    return [s for _, s in sentence_pieces(text)]
+
+
+def pieces_between(text: str, cuts: list[int]) -> list[Piece]:
+    """The stripped pieces of `text` between cut positions, each with the whitespace before it."""
+    pieces: list[Piece] = []
+    prev, body_end = 0, 0
+    for cut in [*cuts, len(text)]:
+        piece = text[prev:cut]
+        body = piece.strip()
+        if body:
+            body_start = prev + len(piece) - len(piece.lstrip())
+            pieces.append((text[body_end:body_start] if pieces else "", body))
+            body_end = body_start + len(body)
+        prev = cut
+    return pieces
+
+
+def _is_sentence_end(text: str, punct_start: int, next_start: int) -> bool:
+    following = text[next_start]
+    if following.islower():
+        return False
+    if text[punct_start] != ".":
+        return True
+    before = text[max(0, punct_start - 40) : punct_start].rsplit(None, 1)
+    word = before[-1].lstrip("([{\"'“‘") if before else ""
+    lowered = word.lower().rstrip(".")
+    if lowered in _ABBREVIATIONS or (lowered in _BEFORE_NUMBER and following.isdigit()):
+        return False
+    return not (_INITIALS.fullmatch(word + ".") and len(word) <= 6)

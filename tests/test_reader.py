@@ -1,0 +1,174 @@
+"""The reader picks the answering sentence; the model's words lead only when they pass the checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.answer import Evidence, Token
+from bot.reader import SentenceSelector, Weights
+from bot.repetition import degenerate_at, stop_when_degenerate
+from store.types import Chunk, Hit
+from tests.fakes import FakeEmbedder
+
+NS = "default"
+
+
+def hits(*texts: str) -> list[Hit]:
+    return [
+        Hit(Chunk(f"d{i}", 0, t, f"Doc {i}", f"doc{i}.md", section="Part"), score=1.0 - i / 10, dense=0.5)
+        for i, t in enumerate(texts)
+    ]
+
+
+PASSAGES = (
+    "Super Bowl 50 was an American football game. The Denver Broncos defeated the Carolina Panthers "
+    "24 to 10 to earn their third title. The game was played on February 7, 2016.",
+    "The Panthers defense gave up just 308 points, ranking sixth in the league. Luke Kuechly led the team.",
+    "Levi's Stadium is in Santa Clara, California.",
+)
+
+
+@pytest.mark.parametrize("embed", [None, FakeEmbedder().embed], ids=["lexical", "lexical+dense"])
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("When was the game played?", "February 7, 2016"),
+        ("How many points did the Panthers defense surrender?", "308"),
+        ("Who did the Broncos defeat?", "Carolina Panthers"),
+        ("Where is Levi's Stadium?", "Santa Clara"),
+    ],
+)
+def test_selector_picks_the_answering_sentence(embed, question, expected):
+    lead = SentenceSelector(embed).select(question, hits(*PASSAGES))
+    assert lead is not None and expected in lead.text
+    assert lead.text in " ".join(lead.chunk.text.split())  # verbatim
+
+
+def test_a_fragment_takes_its_neighbour():
+    lead = SentenceSelector(None).select("What about the refund window?", hits("Refund window? Thirty days from purchase."))
+    assert lead is not None and lead.text == "Refund window? Thirty days from purchase."
+
+
+def test_each_signal_can_be_switched_off():
+    only_rank = SentenceSelector(None, weights=Weights(lexical=0, dense=0, rank=1))
+    lead = only_rank.select("Where is Levi's Stadium?", hits(*PASSAGES))
+    assert lead is not None and lead.number == 1  # rank alone: the top passage
+
+
+# -- degenerate output, cut while it streams -----------------------------------------------------
+
+
+def pieces(text: str) -> list[str]:
+    return [w + " " for w in text.split(" ")]
+
+
+def test_a_loop_inside_one_sentence_is_cut_before_it_repeats():
+    loop = "The answer is " + "not available and " * 25 + "done."
+    shown = "".join(stop_when_degenerate(iter(pieces(loop))))
+    assert shown.count("not available") == 1
+    assert len(shown) < 60
+
+
+def test_a_loop_across_sentences_is_cut():
+    loop = "Scanning the citations now. " * 6
+    shown = "".join(stop_when_degenerate(iter(pieces(loop))))
+    assert shown.count("Scanning") == 1
+
+
+def test_an_echoed_passage_list_is_cut_at_the_second_passage():
+    echo = "[1] Scanning the citations in every answer. [2] If checking the citations changed the text. [3] More."
+    shown = "".join(stop_when_degenerate(iter(pieces(echo))))
+    assert "[2]" not in shown and "If checking" not in shown
+    assert degenerate_at(echo) is not None
+
+
+def test_role_labels_are_cut():
+    assert degenerate_at("Invoices go out monthly. [1]\nUser: and refunds?") == (28, "role label")
+
+
+def test_ordinary_answers_pass_whole():
+    text = "Invoices are sent on the first Monday of every month [1], and refunds take ten business days [1]."
+    assert "".join(stop_when_degenerate(iter(pieces(text)))).strip() == text
+    assert degenerate_at(text) is None
+
+
+def test_the_guard_closes_the_models_stream_when_it_cuts():
+    closed = []
+
+    def model():
+        try:
+            yield from pieces("again and again and again and again and again and again")
+        finally:
+            closed.append(True)
+
+    list(stop_when_degenerate(model()))
+    assert closed == [True]
+
+
+# -- the checks decide what leads -----------------------------------------------------------------
+
+
+def test_a_backed_but_irrelevant_sentence_is_replaced_by_the_quote(service, docs_dir, fake_llm):
+    service.ingest_paths(NS, [docs_dir])
+    # copied word for word from a passage (so it is backed), but it does not answer the question
+    fake_llm.replies = ["Invoices are sent on the first Monday of every month. [2]"]
+    answer = service.ask(NS, "Where is the Discord token read from?")
+    assert answer.led_by == "quote" and answer.text == ""
+    assert answer.rejected
+    assert answer.reply.startswith("*Deploying*, Tokens:") and "DISCORD_TOKEN environment variable" in answer.reply
+    assert "Invoices" not in answer.reply
+
+
+def test_a_good_cited_answer_leads(service, docs_dir, fake_llm):
+    service.ingest_paths(NS, [docs_dir])
+    fake_llm.replies = ["The token comes from the DISCORD_TOKEN environment variable. [1]"]
+    answer = service.ask(NS, "Where is the Discord token read from?")
+    assert answer.led_by == "model" and not answer.rejected
+    assert answer.reply.startswith("The token comes from the DISCORD_TOKEN environment variable. [1]")
+    assert [c.number for c in answer.citations] == [1]
+    assert 'DISCORD_TOKEN environment variable only." [1]' in answer.reply  # its quote follows
+
+
+def test_a_looping_model_never_leads(service, docs_dir, fake_llm):
+    service.ingest_paths(NS, [docs_dir])
+    fake_llm.replies = ["The token is " + "not available and " * 20]
+    events = list(service.ask_stream(NS, "Where is the Discord token read from?"))
+    streamed = "".join(e.text for e in events if isinstance(e, Token))
+    assert streamed.count("not available") <= 1
+    answer = events[-1].answer
+    assert answer.led_by == "quote" and "DISCORD_TOKEN" in answer.reply
+
+
+def test_extract_mode_never_calls_the_model(service, docs_dir, fake_llm):
+    service.ingest_paths(NS, [docs_dir])
+    service.settings = service.settings.model_copy(update={"answer_mode": "extract"})
+    events = list(service.ask_stream(NS, "How long do refunds take?"))
+    assert fake_llm.calls == []
+    assert any(isinstance(e, Evidence) for e in events)
+    answer = events[-1].answer
+    assert answer.led_by == "quote" and "ten business days" in answer.reply and not answer.rejected
+
+
+def test_generate_mode_lets_the_checked_text_lead(service, docs_dir, fake_llm):
+    service.ingest_paths(NS, [docs_dir])
+    service.settings = service.settings.model_copy(update={"answer_mode": "generate"})
+    fake_llm.replies = ["Invoices are sent on the first Monday of every month. [2]"]
+    answer = service.ask(NS, "Where is the Discord token read from?")
+    assert answer.led_by == "model" and answer.text.startswith("Invoices are sent")
+    assert answer.rejected  # the reason is kept for the record
+
+
+def test_an_overlong_question_gets_a_clear_message(service, docs_dir, fake_llm):
+    service.ingest_paths(NS, [docs_dir])
+    answer = service.ask(NS, "why " * 400)
+    assert answer.status == "failed" and "limit is 600" in answer.note and "RAGCORD_MAX_QUESTION_CHARS" in answer.note
+    assert fake_llm.calls == []
+
+
+def test_the_prompt_puts_the_chosen_evidence_first_as_data(service, docs_dir, fake_llm):
+    service.ingest_paths(NS, [docs_dir])
+    service.ask(NS, "How long do refunds take?")
+    user = fake_llm.calls[-1][-1].content
+    docs = user.split("<documents>\n", 1)[1].split("\n</documents>", 1)[0]
+    assert "Refunds take ten business days." in docs.splitlines()[0]
+    assert len(docs.splitlines()) <= 2  # the evidence and one other passage, not everything
