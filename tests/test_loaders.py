@@ -359,3 +359,83 @@ def test_glyph_code_text_is_treated_as_no_text_layer():
     assert not is_readable("/g437/g258/g296 /g437/g258 /g3/g17/g18")
     assert not is_readable("(cid:12)(cid:44)(cid:7) (cid:3)")
     assert is_readable("Mostly words here with one /g12 code in it.")
+
+
+# -- hardening (issue 12) -------------------------------------------------------------------------
+ADVERSARIAL_MARKDOWN = ["**a ", "*a _b ", "[", "![", "[a](b(", "``a`", "**_[`a", "*_*_a", "<a ", "&#"]
+
+
+@pytest.mark.parametrize("unit", ADVERSARIAL_MARKDOWN)
+def test_markdown_adversarial_input_loads_in_linear_time(unit: str) -> None:
+    """Issue 12 defect 1: 64 KB of "**a " took the regex loader 23 s (16 KB: 1.3 s)."""
+    import time
+
+    def seconds(size: int) -> float:  # the better of two runs: the machine is shared
+        data = (unit * (size // len(unit) + 1))[:size].encode()
+        best = float("inf")
+        for _ in range(2):
+            started = time.perf_counter()
+            load(data, "evil.md")
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    load(b"# warm up\n\nthe parser is imported and built once", "warm.md")
+    small = seconds(16 * 1024)
+    assert small < 0.5, f"16 KB took {small:.2f} s"  # fails fast on a quadratic loader
+    big = seconds(64 * 1024)
+    assert big < 1.0, f"64 KB took {big:.2f} s"
+    assert big / max(small, 0.01) < 8, f"16 KB {small:.3f} s, 64 KB {big:.3f} s: not linear"
+
+
+def test_markdown_lists_tables_links_and_raw_html() -> None:
+    text = (
+        "# Kit\n\n- tent\n- stove\n  1. gas\n  2. matches\n\n| item | weight |\n|---|---|\n| tent | 2 kg |\n\n"
+        "See [the list](https://example.com/list) or <https://example.com/raw>. ~~old~~ \\*starred\\*\n\n"
+        '<div>Raw <b>HTML</b> text<script>alert("x")</script></div>\n\n<p hidden>secret</p>\n'
+    )
+    doc = load(text.encode(), "kit.md")
+    assert [s.heading for s in doc.sections] == ["Kit"]
+    body = doc.sections[0].text
+    assert "- tent\n- stove\n  1. gas\n  2. matches" in body
+    assert "item | weight\ntent | 2 kg" in body
+    assert "See the list or https://example.com/raw. old *starred*" in body
+    assert "Raw HTML text" in body
+    assert "alert" not in body and "secret" not in body and "example.com/list" not in body
+
+
+def test_markdown_nested_deeper_than_the_parser_goes_keeps_all_text() -> None:
+    doc = load((">" * 200 + " deep\n\nafter\n\n# Later\n\nlast words\n").encode(), "deep.md")
+    text = "\n".join(s.text for s in doc.sections)
+    assert "deep" in text and "after" in text and "last words" in text
+
+
+def test_html_implied_end_tag_closes_a_hidden_paragraph() -> None:
+    """Issue 12 defect 2: the skip depth of <p hidden> never closed, so nothing was indexed."""
+    doc = load(b"<p hidden>secret<p>Visible text about otters.", "otters.html")
+    assert [s.text for s in doc.sections] == ["Visible text about otters."]
+    doc = load(
+        b"<ul><li hidden>gone<li>kept</ul><div aria-hidden=true>no</div><p style='display: none'>x<p>yes", "l.html"
+    )
+    assert [s.text for s in doc.sections] == ["- kept\n\nyes"]
+
+
+def test_html_deeply_nested_markup_loads() -> None:
+    doc = load(b"<div>" * 50_000 + b"deep text" + b"</div>" * 50_000, "deep.html")
+    assert doc.sections[0].text == "deep text"
+
+
+def test_pdf_page_cap_reads_the_first_pages_with_a_warning() -> None:
+    doc = load(make_pdf([f"Page {n} words." for n in range(1, 6)]), "long.pdf", max_pages=3)
+    assert [s.page for s in doc.sections] == [1, 2, 3] and doc.pages == 5
+    assert doc.warnings == ["only the first 3 of 5 pages were read (raise RAGCORD_PDF_MAX_PAGES to read all)"]
+
+
+def test_text_cap_keeps_the_first_characters_with_a_warning() -> None:
+    doc = load(b"alpha beta gamma delta " * 10, "cap.txt", max_chars=50)
+    assert doc.sections[0].text == "alpha beta gamma delta alpha beta gamma delta"
+    assert doc.warnings == [
+        "only the first 50 of 230 characters were indexed (raise RAGCORD_MAX_TEXT_CHARS to index all)"
+    ]
+    pdf = load(make_pdf(["one two three four", "five six seven eight", "nine ten"]), "cap.pdf", max_chars=30)
+    assert [s.text for s in pdf.sections] == ["one two three four", "five six"]
+    assert "up to page 2 of 3" in pdf.warnings[0] and "RAGCORD_MAX_TEXT_CHARS" in pdf.warnings[0]

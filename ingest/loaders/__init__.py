@@ -10,6 +10,7 @@ The format modules (and pypdf) are imported on first use, not at import time.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path, PurePath
 
@@ -31,6 +32,8 @@ _KINDS: dict[str, str] = {
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_KINDS)
 _READS = "ragcord reads PDF, Markdown, text and HTML"
 _MIB = 1024 * 1024
+DEFAULT_MAX_PAGES = 2000  # RAGCORD_PDF_MAX_PAGES: pages of a PDF that are read
+DEFAULT_MAX_TEXT_CHARS = 10_000_000  # RAGCORD_MAX_TEXT_CHARS: characters of one document that are indexed
 
 
 class LoadError(Exception):
@@ -73,15 +76,23 @@ def load_bytes(
     pdf_password: str | None = None,
     source: str,
     title: str | None = None,
+    max_pages: int = DEFAULT_MAX_PAGES,
+    max_chars: int = DEFAULT_MAX_TEXT_CHARS,
 ) -> LoadedDocument:
-    """Load a document from its bytes; `filename` decides the format (content can overrule it)."""
+    """Load a document from its bytes; `filename` decides the format (content can overrule it).
+
+    Only the first `max_pages` pages of a PDF and the first `max_chars` characters of any
+    document are indexed; a document cut short says so in its warnings.
+    """
     name = PurePath(filename).name or filename
     _check_size(len(data), name, max_bytes)
     kind = detect_kind(data, name)
     if kind == "pdf":
         from ingest.loaders import pdf
 
-        doc = pdf.load(data, filename=name, source=source, password=pdf_password)
+        doc = pdf.load(
+            data, filename=name, source=source, password=pdf_password, max_pages=max_pages, max_chars=max_chars
+        )
     elif kind == "markdown":
         from ingest.loaders import markdown
 
@@ -97,9 +108,38 @@ def load_bytes(
     doc.sections = [s for s in doc.sections if s.text.strip()]
     if not doc.sections:
         raise LoadError(f"{name} has no text to index")
+    cap_text(doc, max_chars)
     doc.title = " ".join((title or "").split()) or doc.title or name
     log.debug("loaded %s: %s, %d sections", source, kind, len(doc.sections))
     return doc
+
+
+def cap_text(doc: LoadedDocument, max_chars: int) -> None:
+    """Keep the first `max_chars` characters of the document's sections (cut at a word), with a warning."""
+    total = sum(len(s.text) for s in doc.sections)
+    if total <= max_chars:
+        return
+    kept, room = [], max_chars
+    for section in doc.sections:
+        if room <= 0:
+            break
+        if len(section.text) > room:
+            section = dataclasses.replace(section, text=cut_at_word(section.text, room))
+        room -= len(section.text)
+        kept.append(section)
+    doc.sections = [s for s in kept if s.text.strip()]
+    doc.warnings.append(
+        f"only the first {max_chars:,} of {total:,} characters were indexed (raise RAGCORD_MAX_TEXT_CHARS to index all)"
+    )
+
+
+def cut_at_word(text: str, limit: int) -> str:
+    """At most `limit` characters of `text`, cut after a word if one ends in the second half."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(0, limit)]
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    return (cut[:space] if space > limit // 2 else cut).rstrip()
 
 
 def detect_kind(data: bytes, filename: str) -> str:

@@ -1,21 +1,26 @@
-"""HTML files, with the standard library's parser: visible text only, one `Section` per heading.
+"""HTML files, parsed by an HTML5 parser (selectolax's Lexbor): visible text only, one
+`Section` per heading.
 
-Scripts, styles, templates, SVG and the <head> (except <title>) are skipped, as are
-elements marked `hidden`. Block elements become line breaks, entities are decoded,
-and h1-h6 start new sections with heading paths like Markdown's.
+The parser builds the tree a browser would, implied end tags included (`<p hidden>a<p>b`
+closes the hidden paragraph before "b"). Scripts, styles, templates, SVG and the <head>
+(except <title>) are skipped, as are elements marked `hidden`, `aria-hidden="true"` or
+an inline `display:none`. Block elements become line breaks, entities are decoded, and
+h1-h6 start new sections with heading paths like Markdown's.
 """
 
 from __future__ import annotations
 
 import re
-from html.parser import HTMLParser
+from typing import TYPE_CHECKING
 
 from ingest.loaders.text import decode_text
 from store.types import LoadedDocument, Section
 
-_SKIP = frozenset({"script", "style", "noscript", "template", "svg", "math", "iframe", "object", "canvas", "select"})
-_VOID = frozenset(
-    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+if TYPE_CHECKING:
+    from selectolax.lexbor import LexborNode
+
+_SKIP = frozenset(
+    {"head", "script", "style", "noscript", "template", "svg", "math", "iframe", "object", "canvas", "select"}
 )
 _BLOCK = frozenset(
     {
@@ -24,7 +29,10 @@ _BLOCK = frozenset(
         "main", "nav", "ol", "p", "pre", "section", "summary", "table", "tbody", "tfoot", "thead", "tr", "ul",
     }
 )  # fmt: skip
-_PARAGRAPH = frozenset({"p", "blockquote", "pre", "table", "ul", "ol", "dl", "figure", "section", "article"})
+_PARAGRAPH = frozenset(
+    {"p", "blockquote", "pre", "table", "ul", "ol", "dl", "figure", "section", "article", "h1", "h2", "h3", "h4",
+     "h5", "h6"}
+)  # fmt: skip
 _CELL = frozenset({"td", "th"})
 _HEADINGS = {f"h{n}": n for n in range(1, 7)}
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
@@ -35,6 +43,8 @@ _LINE = "\x00"  # block boundary: a line break (runs of them collapse into one)
 _PARA = "\x02"  # paragraph boundary: a blank line
 _BOUNDARIES = re.compile(r" *[\x00\x02][\x00\x02 ]*")
 _PRE_SPACE = "\x01"  # a space inside <pre>, which does not collapse
+_CONTROL_MARKS = str.maketrans({_LINE: " ", _PARA: " ", _PRE_SPACE: " "})
+_TEXT = "-text"
 
 
 def load(data: bytes, *, filename: str, source: str) -> LoadedDocument:
@@ -44,11 +54,32 @@ def load(data: bytes, *, filename: str, source: str) -> LoadedDocument:
 
 
 def parse_html(markup: str, *, source: str = "") -> LoadedDocument:
-    parser = _VisibleText()
-    parser.feed(markup)
-    parser.close()
-    title = _squash(parser.title) or parser.first_h1
-    return LoadedDocument(source=source, title=title, kind="html", sections=parser.finish())
+    from selectolax.lexbor import LexborHTMLParser
+
+    tree = LexborHTMLParser(_parseable(markup))
+    text = _VisibleText()
+    if tree.root is not None:
+        text.walk(tree.root)
+    title_node = tree.css_first("head > title") or tree.css_first("title")
+    title = _squash(title_node.text(deep=True)) if title_node is not None else ""
+    return LoadedDocument(source=source, title=title or text.first_h1, kind="html", sections=text.finish())
+
+
+def visible_text(markup: str) -> str:
+    """The visible text of an HTML fragment (a raw HTML block in Markdown); headings are paragraphs."""
+    from selectolax.lexbor import LexborHTMLParser
+
+    tree = LexborHTMLParser(_parseable(markup))
+    text = _VisibleText(headings_start_sections=False)
+    if tree.root is not None:
+        text.walk(tree.root)
+    return "\n\n".join(s.text for s in text.finish())
+
+
+def _parseable(markup: str) -> str:
+    # our boundary marks are control characters the text loader already removed; make sure
+    # none reaches the output as a fake boundary
+    return markup.translate(_CONTROL_MARKS)
 
 
 def _boundary(m: re.Match[str]) -> str:
@@ -59,91 +90,90 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
-class _VisibleText(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.title = ""
+def _hidden(node: LexborNode) -> bool:
+    attrs = node.attributes
+    if "hidden" in attrs or (attrs.get("aria-hidden") or "").strip().lower() == "true":
+        return True
+    style = (attrs.get("style") or "").replace(" ", "").lower()
+    return "display:none" in style
+
+
+class _VisibleText:
+    """Walks the parsed tree (iteratively: nesting depth is the document's choice), collecting text."""
+
+    def __init__(self, *, headings_start_sections: bool = True) -> None:
         self.first_h1 = ""
+        self._headings = _HEADINGS if headings_start_sections else {}
         self._sections: list[tuple[str, list[str]]] = [("", [])]
         self._path: list[tuple[int, str]] = []
-        self._skip_tag = ""  # the element whose content is being skipped
-        self._skip_depth = 0
-        self._in_head = False
-        self._in_title = False
         self._pre = 0
         self._heading: tuple[int, list[str]] | None = None
 
+    def walk(self, root: LexborNode) -> None:
+        stack: list[tuple[LexborNode, bool]] = [(root, False)]
+        while stack:
+            node, leaving = stack.pop()
+            tag = node.tag or ""
+            if leaving:
+                self._end(tag)
+                continue
+            if tag == _TEXT:
+                self._data(node.text_content or "")
+                continue
+            if tag.startswith(("-", "_", "!")) or tag in _SKIP or _hidden(node):
+                continue  # comments, doctype; skipped and hidden elements with everything inside
+            self._start(tag)
+            stack.append((node, True))
+            children = []
+            child = node.child
+            while child is not None:
+                children.append(child)
+                child = child.next
+            stack.extend((c, False) for c in reversed(children))
+
     # -- events -------------------------------------------------------------------------------
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self._skip_tag:
-            if tag == self._skip_tag and tag not in _VOID:
-                self._skip_depth += 1
-            return
-        attr = dict(attrs)
-        hidden = "hidden" in attr or (attr.get("aria-hidden") or "").lower() == "true"
-        style = (attr.get("style") or "").replace(" ", "").lower()
-        if tag in _SKIP or ((hidden or "display:none" in style) and tag not in _VOID):
-            self._skip_tag, self._skip_depth = tag, 1
-        elif tag == "head":
-            self._in_head = True
-        elif tag == "body":
-            self._in_head = False
-        elif tag == "title":
-            self._in_title = True
-        elif tag in _HEADINGS:
-            self._in_head = False
-            self._heading = (_HEADINGS[tag], [])
+    def _start(self, tag: str) -> None:
+        if tag in self._headings:
+            self._heading = (self._headings[tag], [])
         elif tag == "br":
-            self._emit("\n")
-        elif tag in _BLOCK or tag in _CELL:
-            self._in_head = False
+            self._data_raw("\n")
+        elif tag in _BLOCK or tag in _CELL or tag in _HEADINGS:
             self._block(tag, opening=True)
             if tag == "li":
-                self._emit("- ")
+                self._data_raw("- ")
             if tag == "pre":
                 self._pre += 1
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.handle_starttag(tag, attrs)
-        if tag not in _VOID:
-            self.handle_endtag(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        if self._skip_tag:
-            if tag == self._skip_tag:
-                self._skip_depth -= 1
-                if self._skip_depth <= 0:
-                    self._skip_tag = ""
-            return
-        if tag == "head":
-            self._in_head = False
-        elif tag == "title":
-            self._in_title = False
-        elif tag in _HEADINGS and self._heading is not None:
+    def _end(self, tag: str) -> None:
+        if tag in self._headings and self._heading is not None:
             level, parts = self._heading
             self._heading = None
             self._start_section(level, _squash("".join(parts)))
-        elif tag in _BLOCK or tag in _CELL:
+        elif tag in _BLOCK or tag in _CELL or tag in _HEADINGS:
             if tag == "pre":
                 self._pre = max(0, self._pre - 1)
             self._block(tag)
 
-    def handle_data(self, data: str) -> None:
-        if self._skip_tag:
-            return
-        if self._in_title:
-            self.title += data
-        elif self._heading is not None:
+    def _data(self, data: str) -> None:
+        if self._heading is not None:
             self._heading[1].append(data)
-        elif not self._in_head:
+        else:
             self._emit(data.replace(" ", _PRE_SPACE) if self._pre else _WHITESPACE.sub(" ", data))
+
+    def _data_raw(self, text: str) -> None:
+        if self._heading is not None:
+            self._heading[1].append(" " if text == "\n" else "")
+        else:
+            self._emit(text)
 
     # -- output -------------------------------------------------------------------------------
     def _emit(self, text: str) -> None:
         self._sections[-1][1].append(text)
 
     def _block(self, tag: str, *, opening: bool = False) -> None:
-        if tag in _CELL:
+        if self._heading is not None:  # a block inside a heading: a space in its title
+            self._heading[1].append(" ")
+        elif tag in _CELL:
             if opening:
                 self._emit(" | ")  # cells of a row: "a | b"
         else:
@@ -158,7 +188,7 @@ class _VisibleText(HTMLParser):
         self._sections.append((" > ".join(h for _, h in self._path if h), []))
 
     def finish(self) -> list[Section]:
-        if self._heading is not None:  # an unclosed heading at the end of the file
+        if self._heading is not None:  # cannot happen with a tree, kept for safety
             level, parts = self._heading
             self._heading = None
             self._start_section(level, _squash("".join(parts)))

@@ -14,7 +14,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Literal
 
-from ingest.loaders import LoadError
+from ingest.loaders import LoadError, cut_at_word
 from store.types import LoadedDocument, Section
 
 if TYPE_CHECKING:
@@ -72,8 +72,17 @@ def _join_hyphenated(m: re.Match[str]) -> str:
 
 
 def load(
-    data: bytes, *, filename: str, source: str, password: str | None = None, mode: ExtractionMode = "plain"
+    data: bytes,
+    *,
+    filename: str,
+    source: str,
+    password: str | None = None,
+    mode: ExtractionMode = "plain",
+    max_pages: int | None = None,
+    max_chars: int | None = None,
 ) -> LoadedDocument:
+    """The PDF's text, page by page; only the first `max_pages` pages are read, and reading
+    stops once `max_chars` characters are extracted (both with a warning)."""
     reader = open_pdf(data, filename, password)
     try:
         pages = list(reader.pages)
@@ -82,6 +91,12 @@ def load(
     if not pages:
         raise LoadError(f"{filename} has no pages")
     doc = LoadedDocument(source=source, title=_metadata_title(reader), kind="pdf", sections=[], pages=len(pages))
+    if max_pages is not None and len(pages) > max_pages:
+        doc.warnings.append(
+            f"only the first {max_pages:,} of {len(pages):,} pages were read (raise RAGCORD_PDF_MAX_PAGES to read all)"
+        )
+        pages = pages[:max_pages]
+    chars = 0
     for number, page in enumerate(pages, start=1):
         started = time.perf_counter()
         try:
@@ -96,8 +111,18 @@ def load(
         if text and not is_readable(text):
             log.info("%s: page %d: text is glyph codes, not words (fonts without a Unicode map)", filename, number)
             text = ""
+        if text and max_chars is not None and chars + len(text) > max_chars:
+            text = cut_at_word(text, max_chars - chars)
+            if text:
+                doc.sections.append(Section(text, page=number))
+            doc.warnings.append(
+                f"only the text up to page {number:,} of {len(pages):,} was indexed: {max_chars:,} characters is "
+                "the most one document may index (raise RAGCORD_MAX_TEXT_CHARS to index all)"
+            )
+            break
         if text:
             doc.sections.append(Section(text, page=number))
+            chars += len(text)
         else:
             doc.pages_without_text.append(number)
     if not doc.sections:
