@@ -31,6 +31,7 @@ import yarl
 from aiohttp import WSMsgType, web
 
 DISCORD_EPOCH_MS = 1420070400000
+SUPPRESS_EMBEDS = 1 << 2
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
 MESSAGE_CONTENT_INTENT = 1 << 15
@@ -641,7 +642,10 @@ class FakeDiscord:
         for key in ("content", "embeds", "attachments", "components"):
             if key in body and body[key] is not None:
                 message[key] = body[key]
-        message["flags"] = int(message.get("flags", 0)) & ~LOADING
+        flags = int(message.get("flags", 0)) & ~LOADING
+        if body.get("flags") is not None:  # an edit may set or clear only SUPPRESS_EMBEDS
+            flags = (flags & ~SUPPRESS_EMBEDS) | (int(body["flags"]) & SUPPRESS_EMBEDS)
+        message["flags"] = flags
         message["edited_timestamp"] = now_iso()
         self.timeline.append((time.monotonic(), mid, message["content"]))
         await self._dispatch_message("MESSAGE_UPDATE", message)

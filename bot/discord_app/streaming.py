@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
@@ -22,6 +21,7 @@ import discord
 
 from bot.answer import Answer, AnswerEvent, Completed, Token
 from bot.citations import QUOTE_CHARS, Citation
+from bot.discord_app.display import defuse, quoted
 from bot.discord_app.queue import position_text
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,11 @@ BODY_LIMIT = 1850  # leaves room for the header and status lines
 EMBED_LIMIT = 4096
 DONE = "-# ✅ done"
 
-_PING = re.compile(r"@(everyone|here)")
-
 
 def sanitize(text: str) -> str:
-    """Neutralise @everyone/@here even where allowed_mentions would not apply (copy-paste)."""
-    return _PING.sub("@\u200b\\1", text)
+    """Text from documents and the model as data: no masked link, mention, ping or previewed URL
+    (even where allowed_mentions would not apply: copy-paste). See bot/discord_app/display.py."""
+    return defuse(text)
 
 
 def split_text(text: str, limit: int = BODY_LIMIT) -> list[str]:
@@ -70,14 +69,14 @@ def _clip(text: str, limit: int) -> str:
 
 
 def source_line(c: Citation) -> str:
-    title = discord.utils.escape_markdown(c.chunk.title or c.chunk.source or "untitled")
+    title = quoted(c.chunk.title or c.chunk.source or "untitled")
     where = c.chunk.where
     parts = [f"**[{c.number}] {title}**"]
     if where:
-        parts.append(discord.utils.escape_markdown(where))
+        parts.append(quoted(where))
     if c.jump_url:
         parts.append(f"[jump]({c.jump_url})")
-    quote = _clip(" ".join(sanitize(c.quote).split()), QUOTE_CHARS)
+    quote = quoted(_clip(" ".join(c.quote.split()), QUOTE_CHARS))
     return " · ".join(parts) + (f"\n> {quote}" if quote else "")
 
 
@@ -119,10 +118,18 @@ class ChannelTarget:
     async def send(self, content: str, embeds: list[discord.Embed]) -> discord.Message:
         previous = self.sent[-1] if self.sent else self.reference
         if previous is None:
-            message = await self.channel.send(content, embeds=embeds, allowed_mentions=NO_MENTIONS)
+            message = await self.channel.send(
+                content, embeds=embeds, allowed_mentions=NO_MENTIONS, suppress_embeds=not embeds
+            )
         else:
             reference = previous.to_reference(fail_if_not_exists=False)  # the question may be deleted meanwhile
-            message = await self.channel.send(content, embeds=embeds, reference=reference, allowed_mentions=NO_MENTIONS)
+            message = await self.channel.send(
+                content,
+                embeds=embeds,
+                reference=reference,
+                allowed_mentions=NO_MENTIONS,
+                suppress_embeds=not embeds,  # no link previews; the flag would also hide our sources embed
+            )
         self.sent.append(message)
         return message
 
@@ -142,7 +149,12 @@ class InteractionTarget:
                 content=content, embeds=embeds, allowed_mentions=NO_MENTIONS
             )
         return await self.interaction.followup.send(
-            content, embeds=embeds, ephemeral=self.ephemeral, wait=True, allowed_mentions=NO_MENTIONS
+            content,
+            embeds=embeds,
+            ephemeral=self.ephemeral,
+            wait=True,
+            allowed_mentions=NO_MENTIONS,
+            suppress_embeds=not embeds,
         )
 
 
@@ -286,7 +298,13 @@ class StreamingReply:
                 shown = content + json.dumps([e.to_dict() for e in embeds], sort_keys=True)
                 if i < len(self._messages):
                     if self._shown[i] != shown:
-                        await self._messages[i].edit(content=content, embeds=embeds, allowed_mentions=NO_MENTIONS)
+                        message = self._messages[i]
+                        if type(message) is discord.Message:  # the only edit with a suppress-embeds option
+                            await message.edit(
+                                content=content, embeds=embeds, allowed_mentions=NO_MENTIONS, suppress=not embeds
+                            )
+                        else:
+                            await message.edit(content=content, embeds=embeds, allowed_mentions=NO_MENTIONS)
                         self._shown[i] = shown
                 else:
                     self._messages.append(await self.target.send(content, embeds))

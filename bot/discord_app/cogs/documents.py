@@ -12,6 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_app.client import Refused, say
+from bot.discord_app.display import quoted
 from bot.discord_app.streaming import NO_MENTIONS, InteractionTarget, StreamingReply, sanitize
 from bot.service import DocumentNotFound
 
@@ -164,7 +165,7 @@ class Documents(commands.Cog):
         page = min(page, pages)
         lines = []
         for n, doc in enumerate(docs[(page - 1) * PAGE_SIZE : page * PAGE_SIZE], start=(page - 1) * PAGE_SIZE + 1):
-            title = discord.utils.escape_markdown(sanitize(doc.title or doc.source))
+            title = quoted(doc.title or doc.source)
             size = f"{doc.pages} pages, " if doc.pages else ""
             lines.append(f"`{n}.` **{title}** · {doc.kind}, {size}{doc.chunks} chunks · {doc.ingested_at[:10]}")
         embed = discord.Embed(title=f"Documents ({len(docs)})", description="\n".join(lines))
@@ -187,7 +188,7 @@ class Documents(commands.Cog):
             await say(interaction, f"Nothing removed: {sanitize(str(exc))}.")
             return
         await asyncio.to_thread(self.bot.service.prepare_index, namespace)
-        title = discord.utils.escape_markdown(sanitize(info.title))
+        title = quoted(info.title)
         await say(interaction, f"Forgot **{title}** ({info.chunks} chunks).")
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
+from bot.discord_app.display import quoted
 from bot.discord_app.streaming import NO_MENTIONS, sanitize
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class Watcher(commands.Cog):
         lines = []
         async with bot.ingest_lock:
             for attachment in message.attachments:
-                name = sanitize(discord.utils.escape_markdown(attachment.filename))
+                name = quoted(attachment.filename)
                 if attachment.size > service.settings.max_file_bytes:
                     lines.append(f"⚠️ **{name}** not indexed: over the {service.settings.max_file_mb:g} MB limit")
                     continue
