@@ -89,3 +89,69 @@ async def test_document_titles_and_quotes_are_escaped_in_sources_and_lists(tmp_p
         [listing] = await w.reply(inter, streamed=False)
         assert_inert([answer, listing])
         assert "\\*\\*t\\*\\*\\|\\|x\\|\\|" in listing["embeds"][0]["description"]
+
+
+# -- defect 8: errors that leak internals ---------------------------------------------------
+SECRET = "/srv/secret/chroma.sqlite3 at http://10.0.0.7:8000"
+REFERENCE = re.compile(r"reference `([0-9a-f]{8})`")
+
+
+def assert_reference_logged(text: str, caplog: Any) -> None:
+    """The user's message names a reference; the log has it with the traceback and the cause."""
+    assert SECRET not in text and "10.0.0.7" not in text and "/srv/secret" not in text, text
+    match = REFERENCE.search(text)
+    assert match, text
+    [record] = [r for r in caplog.records if match.group(1) in r.getMessage()]
+    assert record.exc_info is not None and SECRET in str(record.exc_info[1])
+
+
+async def test_slash_command_errors_show_a_reference_not_the_exception(tmp_path, caplog):
+    async with world(tmp_path, FakeLLM()) as w:
+
+        def broken(namespace: str) -> list[Any]:
+            raise RuntimeError(f"cannot open {SECRET}")
+
+        w.service.documents = broken
+        inter = await w.command(w.alice, "sources")
+        [reply] = await w.reply(inter, streamed=False)
+        assert_reference_logged(reply["content"], caplog)
+
+
+async def test_generation_errors_show_a_reference_not_the_exception(tmp_path, caplog):
+    async with world(tmp_path, FakeLLM()) as w:
+
+        def broken(namespace: str, question: str, history: Any = ()) -> Iterator[AnswerEvent]:
+            raise RuntimeError(f"LLM server unreachable: {SECRET}")
+
+        w.service.ask_stream = broken
+        [answer] = await w.answer(await w.ask(w.alice, "How do I log in?"))
+        assert answer["content"].startswith("⚠️")
+        assert_reference_logged(answer["content"], caplog)
+
+        async def exploding(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError(f"boom in {SECRET}")
+
+        w.bot.generate = exploding
+        question = await w.ask(w.bob, "How do I log in?")
+        await w.fake.wait_for(lambda: w.fake.replies_to(question))
+        [reply] = w.fake.replies_to(question)
+        assert_reference_logged(reply["content"], caplog)
+
+
+async def test_status_shows_paths_and_urls_to_admins_only(tmp_path):
+    async with world(tmp_path, FakeLLM()) as w:
+        w.service.llm.name = "qwen @ http://10.0.0.7:8080/v1"
+
+        def status_text(reply: dict[str, Any]) -> str:
+            return shown_text(reply)
+
+        inter = await w.command(w.alice, "status")
+        [member_view] = await w.reply(inter, streamed=False)
+        text = status_text(member_view)
+        assert "Model" in text and "qwen" in text
+        assert str(tmp_path) not in text and "10.0.0.7" not in text, text
+
+        inter = await w.command(w.admin, "status")
+        [admin_view] = await w.reply(inter, streamed=False)
+        text = status_text(admin_view)
+        assert str(tmp_path) in text and "10.0.0.7" in text, text

@@ -14,6 +14,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.answer import Answer
+from bot.discord_app.errors import failure_text, log_failure
 from bot.discord_app.queue import GenerationQueue, Job, Producer, position_text
 from bot.discord_app.streaming import NO_MENTIONS, StreamingReply
 from bot.settings import Settings
@@ -72,8 +73,7 @@ class RagTree(app_commands.CommandTree["RagBot"]):
         else:
             original = getattr(error, "original", error)
             command = interaction.command.name if interaction.command else "?"
-            log.error("/%s failed", command, exc_info=original)
-            text = f"Something went wrong: {original}. It has been logged; try again."
+            text = failure_text(log_failure(log, f"/{command} failed", original))
         try:
             await say(interaction, text, ephemeral=True)
         except discord.HTTPException:

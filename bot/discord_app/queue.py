@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from bot.answer import Answer, AnswerEvent, Completed
+from bot.discord_app.errors import log_failure
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,12 @@ class _Stopped:
     pass
 
 
-_Item = AnswerEvent | BaseException | _End | _Stopped
+@dataclass(frozen=True)
+class _Failed:
+    reference: str  # the log line with the traceback carries it
+
+
+_Item = AnswerEvent | _Failed | _End | _Stopped
 _END = _End()
 _STOPPED = _Stopped()  # the queue is closing: the answer ends with `stopped_answer`
 STOPPED_NOTE = "the bot is shutting down and stopped before answering; ask again once it is back"
@@ -60,8 +66,13 @@ class Job:
     _position: int = field(default=-1, repr=False)
 
 
-def failed_answer(exc: BaseException, question: str = "") -> Answer:
-    return Answer(question, status="failed", note=f"the model failed: {exc}; try again")
+def failed_answer(reference: str, question: str = "") -> Answer:
+    """The exception stays in the log (it can hold paths or server URLs); the user gets its reference."""
+    return Answer(
+        question,
+        status="failed",
+        note=f"the model failed (reference `{reference}`); it has been logged, try again",
+    )
 
 
 def stopped_answer() -> Answer:
@@ -280,8 +291,7 @@ class GenerationQueue:
                         break
                     hand_over(event)
             except Exception as exc:
-                log.exception("generation failed (%s)", job.label)
-                hand_over(exc)
+                hand_over(_Failed(log_failure(log, f"generation failed ({job.label})", exc)))
             finally:
                 hand_over(_END)
 
@@ -305,8 +315,8 @@ class GenerationQueue:
                 if isinstance(item, _Stopped):
                     yield Completed(stopped_answer())
                     return
-                if isinstance(item, BaseException):
-                    yield Completed(failed_answer(item))
+                if isinstance(item, _Failed):
+                    yield Completed(failed_answer(item.reference))
                     return
                 yield item
 

@@ -17,6 +17,7 @@ from discord.ext import commands
 
 from bot.answer import Turn
 from bot.discord_app.client import say
+from bot.discord_app.errors import failure_text, log_failure
 from bot.discord_app.streaming import NO_MENTIONS, ChannelTarget, InteractionTarget, StreamingReply
 
 if TYPE_CHECKING:
@@ -135,9 +136,9 @@ class Ask(commands.Cog):
             if await self._is_question(message):
                 await self.answer_message(message)
         except Exception as exc:
-            log.exception("answering message %s failed", message.id)
+            ref = log_failure(log, f"answering message {message.id} failed", exc)
             with contextlib.suppress(discord.HTTPException):
-                await message.reply(f"⚠️ Something went wrong: {exc}. Try again.", allowed_mentions=NO_MENTIONS)
+                await message.reply(f"⚠️ {failure_text(ref)}", allowed_mentions=NO_MENTIONS)
 
     async def _is_question(self, message: discord.Message) -> bool:
         bot = self.bot

@@ -13,6 +13,7 @@ from discord.ext import commands
 
 from bot.discord_app.client import Refused, say
 from bot.discord_app.display import quoted
+from bot.discord_app.errors import log_failure
 from bot.discord_app.streaming import NO_MENTIONS, InteractionTarget, StreamingReply, sanitize
 from bot.service import DocumentNotFound
 
@@ -134,7 +135,8 @@ class Documents(commands.Cog):
         try:
             data = await attachment.read()
         except discord.HTTPException as exc:
-            return name, "failed", "-", f"download failed: {exc}"
+            ref = log_failure(log, f"downloading {name} failed", exc)
+            return name, "failed", "-", f"download failed (reference {ref}); try again"
         loop = asyncio.get_running_loop()
 
         def progress(p: IngestProgress) -> None:

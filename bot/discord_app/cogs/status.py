@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 import discord
@@ -31,7 +32,13 @@ def duration(seconds: float) -> str:
     return f"{minutes}m {secs}s"
 
 
-class Status(commands.Cog):
+def public_name(name: str) -> str:
+    """A model or encoder name without its server URL or folder (those are for admins)."""
+    name = name.split(" @ ", 1)[0]
+    return PurePath(name).name or name
+
+
+class StatusCog(commands.Cog):
     def __init__(self, bot: RagBot) -> None:
         self.bot = bot
 
@@ -40,19 +47,21 @@ class Status(commands.Cog):
     async def status(self, interaction: discord.Interaction[RagBot], private: bool = True) -> None:
         await interaction.response.defer(ephemeral=private, thinking=True)
         bot = self.bot
+        admin = interaction.guild is not None and bot.is_admin(interaction.user, interaction.permissions)
         namespace = bot.namespace_for(interaction.guild)
         st = await asyncio.to_thread(bot.service.status, namespace)
         queue = bot.queue
         embed = discord.Embed(title="ragcord status", colour=discord.Colour.blurple())
-        embed.add_field(name="Model", value=st.model, inline=False)
-        embed.add_field(name="Embedder", value=st.embedder, inline=False)
+        embed.add_field(name="Model", value=st.model if admin else public_name(st.model), inline=False)
+        embed.add_field(name="Embedder", value=st.embedder if admin else public_name(st.embedder), inline=False)
         embed.add_field(name="Documents", value=str(st.documents))
         embed.add_field(name="Chunks", value=str(st.chunks))
         state = "generating" if queue.busy else "idle"
         embed.add_field(name="Queue", value=f"{queue.waiting} waiting ({state})")
         embed.add_field(name="Uptime", value=duration(time.monotonic() - bot.started_at))
         embed.add_field(name="Answered", value=str(queue.completed))
-        embed.set_footer(text=f"store: {st.store} · namespace {namespace}")
+        # paths and URLs only to admins (by the id check); private by default, but `private: False` posts it
+        embed.set_footer(text=f"store: {st.store} · namespace {namespace}" if admin else f"namespace {namespace}")
         await interaction.followup.send(embed=embed, allowed_mentions=NO_MENTIONS)
 
     @commands.command(name="sync", hidden=True)
@@ -65,4 +74,4 @@ class Status(commands.Cog):
 
 
 async def setup(bot: RagBot) -> None:
-    await bot.add_cog(Status(bot))
+    await bot.add_cog(StatusCog(bot))

@@ -15,6 +15,7 @@ import discord
 from discord.ext import commands
 
 from bot.discord_app.display import quoted
+from bot.discord_app.errors import failure_text, log_failure
 from bot.discord_app.streaming import NO_MENTIONS, sanitize
 
 if TYPE_CHECKING:
@@ -42,9 +43,9 @@ class Watcher(commands.Cog):
             return
         try:
             lines = await self.ingest_message(message)
-        except Exception:
-            log.exception("auto-ingest of message %s failed", message.id)
-            lines = ["⚠️ Indexing these files failed; it has been logged."]
+        except Exception as exc:
+            ref = log_failure(log, f"auto-ingest of message {message.id} failed", exc)
+            lines = [f"⚠️ {failure_text(ref, 'Indexing these files failed')}"]
         if lines:
             await message.reply("\n".join(lines), allowed_mentions=NO_MENTIONS)
 
