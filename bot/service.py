@@ -20,7 +20,7 @@ from bot.summarize import Summarizer
 from ingest.chunking import Chunker
 from ingest.pipeline import Ingestor, IngestResult, ProgressCallback
 from store.chroma import ChromaLocation, ChromaStore
-from store.embedder import Embedder, SentenceTransformerEmbedder
+from store.embedder import Embedder, SentenceTransformerEmbedder, encoder_identity
 from store.lexical import LexicalIndexes
 from store.retrieval import CrossEncoderReranker, Retriever
 from store.types import Chunk, DocumentInfo
@@ -33,7 +33,7 @@ class DocumentNotFound(LookupError):
 
 
 @dataclass(slots=True)
-class Status:
+class ServiceStatus:
     model: str
     embedder: str
     documents: int
@@ -101,6 +101,8 @@ class RagService:
         s = self.settings
         self.store = store
         self.embedder = embedder
+        if store.encoder is None:  # the vectors this service queries with come from this encoder
+            store.encoder = encoder_identity(embedder)
         self._llm_factory = llm_factory
         self._llm: LLM | None = None
         self.started = time.monotonic()
@@ -135,7 +137,7 @@ class RagService:
             host=settings.chroma_host,
             port=settings.chroma_port,
         )
-        store = ChromaStore(location)
+        store = ChromaStore(location, lock_dir=settings.data_dir, writer_wait_s=settings.writer_wait_s)
         return cls(
             store,
             build_embedder(settings),
@@ -253,10 +255,15 @@ class RagService:
             raise DocumentNotFound(f"'{name}' was already removed")
         return removed
 
-    def status(self, namespace: str) -> Status:
+    def reindex(self, namespace: str, progress: Callable[[int, int], None] | None = None) -> int:
+        """Re-embed a namespace with the configured encoder (after RAGCORD_EMBED_MODEL/BACKEND changed)."""
+        return self.ingestor.reindex(namespace, progress=progress)
+
+    def status(self, namespace: str) -> ServiceStatus:
+        """Raises `StoreUnavailable` during a store outage (the front ends say the store is unreachable)."""
         docs = self.documents(namespace)
         model = self._llm.name if self._llm is not None else "(not loaded)"
-        return Status(
+        return ServiceStatus(
             model=model,
             embedder=getattr(self.embedder, "name", "?"),
             documents=len(docs),

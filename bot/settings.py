@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     )
     chroma_port: int = Field(8000, description="Port of the Chroma server when CHROMA_HOST is a bare host name.")
     namespace: str = Field("default", description="Namespace (collection) the command line reads and writes.")
+    writer_wait_s: float = Field(
+        10.0,
+        description="Seconds a writer (ingest, forget, reindex) waits for another process writing the same data dir.",
+    )
 
     # --- ingestion ---------------------------------------------------------------
     max_file_mb: float = Field(50.0, description="Largest file ingest accepts, in MB.")

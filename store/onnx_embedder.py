@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from store.embedder import EmbedderError, resolve_model
+from store.embedder import EmbedderError, model_identity, resolve_model
 from store.tokens import load_token_counter, read_max_seq_length
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,15 @@ class OnnxEmbedder:
         self._sessions: tuple[Any, Any] | None = None
         self._tokenizer: Any = None
         self._counter: Callable[[Sequence[str]], list[int]] | None = None
+        self._variant = variant
+        self._identity: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """The model folder's identity with this backend: int8 vectors are not torch vectors."""
+        if self._identity is None:
+            self._identity = model_identity(self.model_ref, self._variant)
+        return self._identity
 
     # -- loading ----------------------------------------------------------------------
     def _load(self) -> tuple[Any, Any]:

@@ -17,9 +17,10 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from store.chroma import ChromaStore, namespace_key
 from store.embedder import Embedder
 from store.lexical import Bm25Index, LexicalIndexes
+from store.namespaces import namespace_key
+from store.protocol import VectorStore
 from store.types import Hit
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class Timings:
 class Retriever:
     def __init__(
         self,
-        store: ChromaStore,
+        store: VectorStore,
         embedder: Embedder,
         lexical: LexicalIndexes,
         *,

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.service import RagService
+from bot.settings import Settings
+from tests.fakes import FakeEmbedder, FakeLLM
+
 NS = "default"
 
 
@@ -274,3 +278,125 @@ def test_pdf_worker_parses_in_the_calling_process_until_it_is_up_and_if_it_dies(
         assert third.sections[0].text == "Alpha page one." and worker._disabled
     finally:
         worker.close()
+
+
+# -- defect 4: the size limit is checked before a file is read --------------------------------
+
+
+def test_a_file_over_the_limit_is_refused_from_its_size_without_reading_it(service, tmp_path, monkeypatch):
+    import pathlib
+    import tracemalloc
+
+    big = tmp_path / "big.txt"
+    with big.open("wb") as fh:
+        fh.truncate(60 * 1024 * 1024)  # sparse: 60 MB on paper, nothing on disk
+    opened = []
+    real_open, real_read = pathlib.Path.open, pathlib.Path.read_bytes
+    monkeypatch.setattr(
+        pathlib.Path, "open", lambda self, *a, **k: opened.append(self.name) or real_open(self, *a, **k)
+    )
+    monkeypatch.setattr(pathlib.Path, "read_bytes", lambda self: opened.append(self.name) or real_read(self))
+    tracemalloc.start()
+    try:
+        results = service.ingest_paths(NS, [big])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [r.status for r in results] == ["skipped"]
+    assert "big.txt" not in opened  # refused from its stat, never read
+    assert peak < 8 * 1024 * 1024  # was: the whole 60 MB read first
+    reason = results[0].reason
+    assert "over the 50 MB limit" in reason and "60 MB" in reason and "52" not in reason
+    assert "RAGCORD_MAX_FILE_MB" in reason
+
+
+def test_check_declared_size_says_the_limit_in_the_settings_unit():
+    from ingest.limits import check_declared_size
+    from ingest.loaders import LoadError
+
+    limit = int(50.0 * 1024 * 1024)  # Settings.max_file_bytes for the default RAGCORD_MAX_FILE_MB=50
+    check_declared_size(limit, "ok.pdf", limit)
+    with pytest.raises(LoadError, match=r"ok.pdf is 50.5 MB, over the 50 MB limit"):
+        check_declared_size(limit + 512 * 1024, "ok.pdf", limit)
+
+
+# -- defect 9: live chunks' metadata, crashed writers, one writer per data directory ---------
+
+
+def test_a_failed_commit_puts_back_the_metadata_of_the_previous_versions_chunks(service, tmp_path, monkeypatch):
+    doc = tmp_path / "moves.md"
+    doc.write_text("# Alpha\n\nThe alpha paragraph stays the same.\n\n# Beta\n\nThe beta paragraph stays too.\n")
+    service.ingest_paths(NS, [doc])
+    old = service.find_document(NS, "moves.md")
+    before = {c.id: (c.index, c.section) for c in service.store.get_chunks(NS, old.chunk_ids)}
+    # a new first section: the unchanged chunks keep their ids but move (index, section path)
+    doc.write_text("# Zero\n\nA new first part.\n\n" + doc.read_text())
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(service.store, "commit_documents", boom)
+    assert service.ingest_paths(NS, [doc])[0].status == "failed"
+    monkeypatch.undo()
+    after = {c.id: (c.index, c.section) for c in service.store.get_chunks(NS, old.chunk_ids)}
+    assert after == before  # was: the live (old) version showed the new version's positions
+
+
+CRASHING_WRITER = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[1])
+    from bot.service import RagService
+    from bot.settings import Settings
+    from store.chroma import ChromaLocation, ChromaStore
+    from tests.fakes import FakeEmbedder, FakeLLM
+    data = Path(sys.argv[2])
+    store = ChromaStore(ChromaLocation(path=data / "chroma"))
+    svc = RagService(store, FakeEmbedder(), llm_factory=FakeLLM, lexical_dir=data / "lexical",
+                     settings=Settings(data_dir=data, _env_file=None))
+    store.commit_documents = lambda *a, **k: os._exit(9)  # dies after writing the new chunks, before the commit
+    svc.ingest_paths("default", [Path(sys.argv[3])])
+    """
+)
+
+
+def test_the_leftovers_of_a_crashed_ingest_are_swept_by_the_next_writer(service, docs_dir, tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    service.ingest_paths(NS, [docs_dir])
+    (docs_dir / "billing.txt").write_text("Invoices are now sent every Friday. Refunds take a day.\n")
+    out = subprocess.run(
+        [sys.executable, "-c", CRASHING_WRITER, str(root), str(tmp_path), str(docs_dir / "billing.txt")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 9, out.stderr
+    stored = set(service.store._chunks(NS).get(include=[])["ids"])
+    assert stored - service.store.live_ids(NS)  # the crash left invisible chunks behind
+    other = tmp_path / "other.md"
+    other.write_text("# Other\n\nA note about shovels.\n")
+    service.ingest_paths(NS, [other])  # another document: the crashed one is not touched again
+    stored = set(service.store._chunks(NS).get(include=[])["ids"])
+    assert stored == service.store.live_ids(NS)  # was: swept only when billing.txt is re-ingested
+    assert "ten business days" in " ".join(h.chunk.text for h in service.retriever.search(NS, "refunds", 3))
+
+
+def test_a_second_writer_waits_then_is_refused_with_what_to_do(service, docs_dir, tmp_path):
+    import time
+
+    from store.chroma import ChromaLocation, ChromaStore
+    from store.protocol import StoreBusy
+
+    settings = Settings(data_dir=tmp_path, writer_wait_s=0.3, _env_file=None)  # type: ignore[call-arg]
+    other_store = ChromaStore(ChromaLocation(path=tmp_path / "chroma"), writer_wait_s=settings.writer_wait_s)
+    other = RagService(other_store, FakeEmbedder(), llm_factory=FakeLLM, lexical_dir=None, settings=settings)
+    with service.store.writer(NS):  # e.g. a `ragcord ingest` running in another process
+        started = time.monotonic()
+        with pytest.raises(StoreBusy, match="another ragcord process is writing") as busy:
+            other.ingest_paths(NS, [docs_dir])
+        assert 0.25 < time.monotonic() - started < 5
+        assert "try again" in str(busy.value)
+        with pytest.raises(StoreBusy):
+            other.ingestor.forget(NS, "whatever")
+    assert {r.status for r in other.ingest_paths(NS, [docs_dir])} == {"added"}  # free again

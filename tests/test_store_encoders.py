@@ -1,0 +1,128 @@
+"""Defect 3: vectors of one encoder are never compared with another encoder's; `ragcord reindex`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.service import RagService
+from bot.settings import Settings
+from store.chroma import ChromaLocation, ChromaStore
+from store.protocol import EncoderMismatch
+from tests.fakes import FakeEmbedder, FakeLLM
+
+NS = "default"
+
+
+def other_service(tmp_path: Path, embedder: FakeEmbedder) -> RagService:
+    """Another process's view of the same data dir, with another encoder configured."""
+    settings = Settings(data_dir=tmp_path, min_score=0.2, caution_score=0.3, _env_file=None)  # type: ignore[call-arg]
+    store = ChromaStore(ChromaLocation(path=tmp_path / "chroma"), refresh_interval=0.0)
+    return RagService(store, embedder, llm_factory=FakeLLM, lexical_dir=tmp_path / "lexical2", settings=settings)
+
+
+def renamed(name: str, dim: int = 256) -> FakeEmbedder:
+    embedder = FakeEmbedder(dim=dim)
+    embedder.name = name  # type: ignore[misc]
+    return embedder
+
+
+def test_another_encoder_of_the_same_dimension_is_refused_at_ingest_and_at_query(service, docs_dir, tmp_path):
+    service.ingest_paths(NS, [docs_dir])
+    other = other_service(tmp_path, renamed("other-model"))
+    with pytest.raises(EncoderMismatch) as refused:
+        other.ingest_paths(NS, [docs_dir])  # was: every document "unchanged", old vectors kept
+    message = str(refused.value)
+    assert "fake-embedder" in message and "other-model" in message and "ragcord reindex" in message
+    assert other.embedder.embedded == 0  # type: ignore[attr-defined]
+    with pytest.raises(EncoderMismatch):
+        other.retriever.search(NS, "When are invoices sent?", 3)  # was: other-model's question vs fake's vectors
+    assert service.retriever.search(NS, "When are invoices sent?", 3)  # the configured encoder still answers
+
+
+def test_an_encoder_of_another_dimension_gets_the_mismatch_message_not_chromas_error(service, docs_dir, tmp_path):
+    service.ingest_paths(NS, [docs_dir])
+    other = other_service(tmp_path, FakeEmbedder(dim=128))
+    with pytest.raises(EncoderMismatch, match="reindex"):
+        other.retriever.search(NS, "roses", 3)
+
+
+def _model_folder(path: Path, weights: bytes, hidden: int = 384) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(f'{{"hidden_size": {hidden}, "max_position_embeddings": 512}}')
+    (path / "modules.json").write_text("[]")
+    (path / "model.safetensors").write_bytes(weights)
+    return path
+
+
+def test_a_model_folder_is_known_by_its_contents_and_backend_not_its_name(tmp_path):
+    from store.embedder import SentenceTransformerEmbedder, encoder_identity, model_identity
+
+    one = _model_folder(tmp_path / "a" / "model", b"\x01" * 3_000_000)
+    two = _model_folder(tmp_path / "b" / "model", b"\x02" * 3_000_000)  # same name, other weights
+    copy = tmp_path / "c" / "model"
+    shutil.copytree(one, copy)
+    ids = [encoder_identity(SentenceTransformerEmbedder(str(p))) for p in (one, two, copy)]
+    assert ids[0] != ids[1] and ids[0] == ids[2]
+    assert "384-d" in ids[0] and "torch" in ids[0]
+    assert model_identity(str(one), "onnx-int8") != ids[0]
+
+
+def test_reindex_switches_at_once_and_the_old_vectors_answer_until_then(service, docs_dir, tmp_path):
+    service.ingest_paths(NS, [docs_dir])
+    question = "When are invoices sent?"
+    before = service.retriever.search(NS, question, 3)
+    assert before and "Invoices" in before[0].chunk.text
+    new = other_service(tmp_path, renamed("fake-b", dim=64))
+    seen: list[tuple[int, int]] = []
+    answered_meanwhile = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+        if 0 < done < total or (done == total and len(seen) == 2):
+            answered_meanwhile.append(service.retriever.search(NS, question, 3))  # the old encoder, the old vectors
+
+    count = new.reindex(NS, progress=progress)
+    live = service.store.live_ids(NS)
+    assert count == len(live) and seen[-1] == (count, count)
+    assert answered_meanwhile and all(hits and "Invoices" in hits[0].chunk.text for hits in answered_meanwhile)
+    hits = new.retriever.search(NS, question, 3)
+    assert hits and "Invoices" in hits[0].chunk.text
+    ids = sorted(live)
+    stored = new.store.get_vectors(NS, ids)
+    expected = new.embedder.embed([c.embed_text for c in new.store.get_chunks(NS, ids)])
+    assert stored.shape == (len(ids), 64) and np.allclose(stored, expected, atol=1e-6)
+    with pytest.raises(EncoderMismatch):
+        service.retriever.search(NS, question, 3)  # the old encoder is now the wrong one
+    # one chunk collection is left, and a re-ingest with the new encoder embeds nothing
+    names = [c.name for c in new.store._client.list_collections()]
+    assert len([n for n in names if not n.endswith("_docs")]) == 1
+    embedded = new.embedder.embedded  # type: ignore[attr-defined]
+    again = new.ingest_paths(NS, [docs_dir])
+    assert {r.status for r in again} == {"unchanged"} and new.embedder.embedded == embedded  # type: ignore[attr-defined]
+
+
+def test_cli_reindex_prints_progress_and_the_count(service, docs_dir, tmp_path, monkeypatch, capsys):
+    import bot.cli as cli
+
+    service.ingest_paths(NS, [docs_dir])
+    new = other_service(tmp_path, renamed("fake-b", dim=64))
+    monkeypatch.setattr(cli, "_service", lambda settings: new)
+    monkeypatch.setenv("RAGCORD_DATA_DIR", str(tmp_path))
+    assert cli.main(["reindex", "--namespace", NS]) == 0
+    out = capsys.readouterr().out
+    chunks = len(service.store.live_ids(NS))
+    assert f"reindexed {chunks} chunks" in out and "fake-b" in out
+    assert new.retriever.search(NS, "roses sun", 3)
+
+
+def test_an_emptied_namespace_takes_a_new_encoder(service, docs_dir, tmp_path):
+    service.ingest_paths(NS, [docs_dir / "billing.txt"])
+    service.forget(NS, "billing.txt")
+    other = other_service(tmp_path, renamed("other-model", dim=64))
+    results = other.ingest_paths(NS, [docs_dir / "billing.txt"])
+    assert [r.status for r in results] == ["added"]
+    assert other.retriever.search(NS, "invoices monthly", 3)
