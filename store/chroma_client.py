@@ -42,7 +42,10 @@ class ChromaLocation:
 
     @property
     def describe(self) -> str:
-        return f"chroma server {self.host}:{self.port}" if self.host else f"embedded chroma at {self.path}"
+        if not self.host:
+            return f"embedded chroma at {self.path}"
+        host, port, _ssl = parse_host(self.host, self.port)
+        return f"chroma server {host}:{port}"
 
 
 def parse_host(host: str, default_port: int) -> tuple[str, int, bool]:
@@ -99,7 +102,8 @@ class ChromaConnection:
         except Exception as exc:
             if self.location.host:
                 raise StoreUnavailable(
-                    f"cannot reach {self.location.describe}: {exc}. Is `chroma run` up? Check CHROMA_HOST."
+                    f"cannot reach {self.location.describe} ({str(exc).rstrip('.')}): is `chroma run` up? "
+                    "Check CHROMA_HOST."
                 ) from exc
             raise StoreError(f"cannot open {self.location.describe}: {exc}. Check RAGCORD_DATA_DIR.") from exc
         self.client = client

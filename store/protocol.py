@@ -34,6 +34,10 @@ class StoreUnavailable(StoreError):
     """The store cannot be reached right now (a Chroma server down, a network failure)."""
 
 
+# What a front end tells a user during an outage (the log and admins get the cause).
+STORE_OUTAGE_NOTICE = "The document store is unreachable right now. Please try again in a minute."
+
+
 class EncoderMismatch(StoreError):
     """The namespace was embedded by another encoder than the configured one."""
 

@@ -16,6 +16,7 @@ from bot.discord_app.display import quoted
 from bot.discord_app.errors import log_failure
 from bot.discord_app.streaming import NO_MENTIONS, InteractionTarget, StreamingReply, sanitize
 from bot.service import DocumentNotFound
+from store.protocol import STORE_OUTAGE_NOTICE, StoreUnavailable
 
 if TYPE_CHECKING:
     from bot.discord_app.client import RagBot
@@ -158,7 +159,12 @@ class Documents(commands.Cog):
     ) -> None:
         await interaction.response.defer(thinking=True)
         namespace = self.bot.namespace_for(interaction.guild)
-        docs = await asyncio.to_thread(self.bot.service.documents, namespace)
+        try:
+            docs = await asyncio.to_thread(self.bot.service.documents, namespace)
+        except StoreUnavailable:  # an outage is not an empty store
+            log.warning("/sources: the store is unreachable", exc_info=True)
+            await say(interaction, STORE_OUTAGE_NOTICE)
+            return
         if not docs:
             await say(interaction, "No documents yet. An admin can add files with /ingest.")
             return
