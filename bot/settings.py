@@ -159,8 +159,18 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DISCORD_GATEWAY_URL", "discord_gateway_url"),
         description="Gateway websocket URL of a Discord-compatible server. Unset: Discord.",
     )
+    admin_role_ids: IdList = Field(
+        default_factory=list,
+        description="Comma-separated role ids whose members may /ingest and /forget (guild administrators always may).",
+    )
+    admin_user_ids: IdList = Field(
+        default_factory=list, description="Comma-separated user ids who may /ingest and /forget in every server."
+    )
     admin_role: str = Field(
-        "ragcord-admin", description="Role (name or id) allowed to /ingest and /forget, besides Manage Server."
+        "",
+        description="Fallback, only while RAGCORD_ADMIN_ROLE_IDS and RAGCORD_ADMIN_USER_IDS are empty: a role NAME "
+        "allowed to /ingest and /forget. Anyone who may create roles can create one with that name; each use logs "
+        "a warning with the role's id to put in RAGCORD_ADMIN_ROLE_IDS.",
     )
     allowed_channels: IdList = Field(
         default_factory=list,
@@ -173,13 +183,26 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated channel ids whose posted attachments are ingested automatically.",
     )
+    uploader_role_ids: IdList = Field(
+        default_factory=list,
+        description="Comma-separated role ids whose members' files in watched channels are indexed (admins' always "
+        "are). Empty: anyone's.",
+    )
+    upload_files_per_user_hour: int = Field(
+        10, description="Files one member may have indexed from watched channels per hour (0: no limit; not admins)."
+    )
+    upload_files_per_guild_hour: int = Field(
+        50, description="Files one server may have indexed from watched channels per hour (0: no limit; not admins)."
+    )
     rate_limit_per_minute: int = Field(6, description="Questions one user may ask per minute.")
     history_turns: int = Field(4, description="Earlier question/answer turns used in a reply chain or thread.")
     edit_interval: float = Field(
         1.0, description="Seconds between edits of a streaming answer (Discord rate-limits edits)."
     )
 
-    @field_validator("allowed_channels", "watch_channels", mode="before")
+    @field_validator(
+        "allowed_channels", "watch_channels", "admin_role_ids", "admin_user_ids", "uploader_role_ids", mode="before"
+    )
     @classmethod
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):

@@ -70,6 +70,7 @@ class FakeInteraction:
     original_id: int | None = None
     followup_ids: list[int] = field(default_factory=list)
     choices: list[dict[str, Any]] | None = None
+    message_id: int | None = None  # a component interaction: the message whose button was pressed
 
     @property
     def deferred(self) -> bool:
@@ -352,10 +353,49 @@ class FakeDiscord:
                     opt["focused"] = True
                 opts.append(opt)
         command = next((c for c in self.commands if c["name"] == name), None)
+        data = {
+            "id": command["id"] if command else str(self.snowflake()),
+            "name": name,
+            "type": 1,
+            "options": opts,
+            "resolved": resolved,
+        }
+        return await self._interact(channel, user, 4 if focused else 2, name, data)
+
+    async def click(
+        self, message: dict[str, Any], user: dict[str, Any], *, label: str | None = None, custom_id: str | None = None
+    ) -> FakeInteraction:
+        """Press a button of a bot message (by label or custom_id): INTERACTION_CREATE of type 3.
+
+        The buttons are those of `message` as the caller saw it (a member's client may still show
+        buttons the bot has since removed), else of the message now.
+        """
+        current = self.messages[int(message["id"])]
+        rows = message.get("components") or current.get("components") or []
+        buttons = [c for row in rows for c in row.get("components") or []]
+        button = next((b for b in buttons if b.get("custom_id") == custom_id or b.get("label") == label), None)
+        if button is None:
+            raise LookupError(f"no button {label or custom_id!r} on message {message['id']}: {buttons}")
+        channel = self.channels[int(current["channel_id"])]
+        data = {"custom_id": button["custom_id"], "component_type": 2}
+        return await self._interact(channel, user, 3, button["custom_id"], data, message=current)
+
+    async def _interact(
+        self,
+        channel: dict[str, Any],
+        user: dict[str, Any],
+        kind: int,
+        name: str,
+        data: dict[str, Any],
+        *,
+        message: dict[str, Any] | None = None,
+    ) -> FakeInteraction:
         iid = self.snowflake()
         token = f"tok{iid}"
         gid = int(channel["guild_id"]) if channel.get("guild_id") else None
-        inter = FakeInteraction(iid, token, 4 if focused else 2, name, int(channel["id"]), gid, user)
+        inter = FakeInteraction(iid, token, kind, name, int(channel["id"]), gid, user)
+        if message is not None:
+            inter.message_id = int(message["id"])
         self.interactions[token] = inter
         payload: dict[str, Any] = {
             "id": str(iid),
@@ -363,13 +403,7 @@ class FakeDiscord:
             "type": inter.type,
             "token": token,
             "version": 1,
-            "data": {
-                "id": command["id"] if command else str(self.snowflake()),
-                "name": name,
-                "type": 1,
-                "options": opts,
-                "resolved": resolved,
-            },
+            "data": data,
             "channel_id": channel["id"],
             "channel": channel,
             "app_permissions": str(ALL_PERMISSIONS),
@@ -385,6 +419,8 @@ class FakeDiscord:
             payload["member"] = self.member_payload(gid, user)
         else:
             payload["user"] = user
+        if message is not None:
+            payload["message"] = message
         await self.dispatch("INTERACTION_CREATE", payload)
         return inter
 
@@ -546,6 +582,7 @@ class FakeDiscord:
         flags: int = 0,
         webhook: bool = False,
         message_id: int | None = None,
+        components: Sequence[dict[str, Any]] = (),
     ) -> dict[str, Any]:
         mid = message_id or self.snowflake()
         message: dict[str, Any] = {
@@ -564,7 +601,7 @@ class FakeDiscord:
             "pinned": False,
             "type": 0,
             "flags": flags,
-            "components": [],
+            "components": list(components),
         }
         if channel.get("guild_id"):
             message["guild_id"] = channel["guild_id"]
@@ -785,6 +822,7 @@ class FakeDiscord:
             embeds=body.get("embeds") or [],
             reply_to=reply_to,
             flags=int(body.get("flags") or 0),
+            components=body.get("components") or [],
         )
         await self._dispatch_message("MESSAGE_CREATE", message)
         return 200, message, {}
@@ -845,6 +883,14 @@ class FakeDiscord:
         resource: dict[str, Any] = {"type": kind}
         if kind == 8:
             inter.choices = data.get("choices", [])
+        elif kind in (6, 7) and inter.message_id is not None:  # a component's message: (deferred) update
+            inter.original_id = inter.message_id
+            if kind == 7:
+                status, message, _ = await self._edit(inter.message_id, data)
+                if status != 200:
+                    inter.callback = None
+                    return status, message, {}
+                resource["message"] = message
         elif kind in (4, 5):
             bad = self._check_message(data) if kind == 4 else None
             if bad:
@@ -859,6 +905,7 @@ class FakeDiscord:
                 embeds=data.get("embeds") or [],
                 flags=flags,
                 webhook=True,
+                components=data.get("components") or [],
             )
             inter.original_id = int(message["id"])
             await self._dispatch_message("MESSAGE_CREATE", message)
@@ -896,6 +943,7 @@ class FakeDiscord:
             embeds=body.get("embeds") or [],
             flags=flags,
             webhook=True,
+            components=body.get("components") or [],
         )
         inter.followup_ids.append(int(message["id"]))
         await self._dispatch_message("MESSAGE_CREATE", message)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tests.discord_fake import EPHEMERAL, LOADING, FakeDiscord, FakeInteraction
@@ -56,6 +56,7 @@ class World:
     alice: dict[str, Any]
     bob: dict[str, Any]
     carol: dict[str, Any]
+    admin_role: dict[str, Any] = field(default_factory=dict)  # ada's role, in RAGCORD_ADMIN_ROLE_IDS
 
     def namespace(self, guild: dict[str, Any] | None = None) -> str:
         return f"g{(guild or self.guild)['id']}"
@@ -111,9 +112,18 @@ class World:
 
 @asynccontextmanager
 async def world(
-    tmp_path: Any, llm: Any, *, guilds: int = 1, fake_options: dict[str, Any] | None = None, **overrides: Any
+    tmp_path: Any,
+    llm: Any,
+    *,
+    guilds: int = 1,
+    fake_options: dict[str, Any] | None = None,
+    prepare: Callable[[FakeDiscord, dict[str, Any]], dict[str, Any]] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[World]:
-    """A fake Discord, a RagService (FakeEmbedder, real embedded Chroma, `llm`) and the running bot."""
+    """A fake Discord, a RagService (FakeEmbedder, real embedded Chroma, `llm`) and the running bot.
+
+    `prepare(fake, guild)` may add users and roles before the bot starts and returns more settings.
+    """
     from bot.service import RagService
     from bot.settings import Settings
     from store.chroma import ChromaLocation, ChromaStore
@@ -129,7 +139,14 @@ async def world(
     for i in range(1, guilds):
         other = fake.add_guild(f"guild{i + 1}")
         fake.add_member(other["id"], alice)
-    options: dict[str, Any] = {"edit_interval": INTERVAL, "min_score": 0.2, "caution_score": 0.3, **overrides}
+    options: dict[str, Any] = {
+        "edit_interval": INTERVAL,
+        "min_score": 0.2,
+        "caution_score": 0.3,
+        "admin_role_ids": [int(role["id"])],
+        **(prepare(fake, guild) if prepare else {}),
+        **overrides,
+    }
     settings = Settings(
         _env_file=None,
         data_dir=tmp_path,
@@ -144,7 +161,7 @@ async def world(
     )
     try:
         async with running_bot(fake, settings, service) as bot:
-            yield World(fake, bot, service, llm, guild, fake.channel(guild), admin, alice, bob, carol)
+            yield World(fake, bot, service, llm, guild, fake.channel(guild), admin, alice, bob, carol, role)
     finally:
         store.close()
         await fake.close()

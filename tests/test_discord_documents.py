@@ -100,13 +100,15 @@ async def test_permission_refusals_are_private_and_say_what_is_needed(tmp_path):
             [refusal] = await w.reply(inter, streamed=False)
             assert inter.callback["type"] == 4 and inter.ephemeral
             assert int(refusal["flags"]) & EPHEMERAL
-            assert f"/{name} needs the **ragcord-admin** role or the **Manage Server** permission" in refusal["content"]
+            needed = f"/{name} needs the <@&{w.admin_role['id']}> role or the **Manage Server** permission"
+            assert needed in refusal["content"]
         assert [d.title for d in w.service.documents(w.namespace())] == ["Handbook"]
         assert not w.fake.cdn_hits
         # the guild owner has Manage Server: allowed without the role
         inter = await w.command(w.fake.owner, "forget", {"document": "Handbook"})
-        [done] = await w.reply(inter, streamed=False)
-        assert "Forgot **Handbook**" in done["content"]
+        [prompt] = await w.reply(inter, streamed=False)
+        await w.fake.click(prompt, w.fake.owner, label="Forget")
+        await w.fake.wait_for(lambda: "Forgot **Handbook**" in prompt["content"])
 
 
 async def test_forget_with_autocomplete(tmp_path):
@@ -116,8 +118,10 @@ async def test_forget_with_autocomplete(tmp_path):
         choices = await w.fake.autocomplete(w.channel, w.admin, "forget", {"document": "hand"}, "document")
         assert [c["name"] for c in choices] == ["Handbook"]
         inter = await w.command(w.admin, "forget", {"document": choices[0]["value"]})
-        [done] = await w.reply(inter, streamed=False)
-        assert "Forgot **Handbook**" in done["content"]
+        [prompt] = await w.reply(inter, streamed=False)
+        assert "(handbook.md, markdown, 1 chunk)" in prompt["content"]
+        await w.fake.click(prompt, w.admin, label="Forget")
+        await w.fake.wait_for(lambda: "Forgot **Handbook**" in prompt["content"])
         assert [d.source for d in w.service.documents(w.namespace())] == [f"discord:{w.guild['id']}:billing.txt"]
         inter = await w.command(w.admin, "forget", {"document": "no such thing"})
         [missing] = await w.reply(inter, streamed=False)

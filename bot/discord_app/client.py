@@ -15,7 +15,7 @@ from discord.ext import commands
 
 from bot.answer import Answer
 from bot.discord_app.errors import failure_text, log_failure
-from bot.discord_app.queue import GenerationQueue, Job, Producer, position_text
+from bot.discord_app.queue import GenerationQueue, Job, Producer, RateLimiter, position_text
 from bot.discord_app.streaming import NO_MENTIONS, StreamingReply
 from bot.settings import Settings
 
@@ -107,7 +107,9 @@ class RagBot(commands.Bot):
         self._service_factory = service_factory
         self.sync_commands = sync_commands
         self.queue = GenerationQueue(rate_limit_per_minute=settings.rate_limit_per_minute)
-        self.ingest_lock = asyncio.Lock()
+        self._ingest_locks: dict[str, asyncio.Lock] = {}  # one per namespace: a slow file holds up only its server
+        self.uploads_per_user = RateLimiter(settings.upload_files_per_user_hour, window=3600.0)
+        self.uploads_per_guild = RateLimiter(settings.upload_files_per_guild_hour, window=3600.0)
         self.started_at = time.monotonic()
 
     @property
@@ -135,6 +137,13 @@ class RagBot(commands.Bot):
             log.info("synced %d slash commands", len(synced))
 
     async def on_ready(self) -> None:
+        s = self.settings
+        if s.admin_role.strip() and not s.admin_role.strip().isdigit() and not (s.admin_role_ids or s.admin_user_ids):
+            log.warning(
+                "RAGCORD_ADMIN_ROLE=%r matches admins by role NAME: anyone who may create roles can make one. "
+                "Set RAGCORD_ADMIN_ROLE_IDS (the role's id: Server Settings > Roles > Copy Role ID) instead.",
+                s.admin_role,
+            )
         namespaces = [self.namespace_for(g) for g in self.guilds]
         counts = await asyncio.to_thread(lambda: sum(len(self.service.documents(ns)) for ns in namespaces))
         model = getattr(self.service.llm, "name", "?")
@@ -169,16 +178,51 @@ class RagBot(commands.Bot):
     def allowed_channels_text(self) -> str:
         return ", ".join(f"<#{c}>" for c in self.settings.allowed_channels)
 
+    def ingest_lock(self, namespace: str) -> asyncio.Lock:
+        """Serialises ingest and forget within one namespace (server); other servers go on."""
+        return self._ingest_locks.setdefault(namespace, asyncio.Lock())
+
     def is_admin(self, member: discord.abc.User, permissions: discord.Permissions | None = None) -> bool:
-        """The admin role (name or id), or Manage Server."""
+        """Guild administrators (Administrator or Manage Server), RAGCORD_ADMIN_USER_IDS, and members of a
+        RAGCORD_ADMIN_ROLE_IDS role. Only while no ids are set, RAGCORD_ADMIN_ROLE names a role, with a warning."""
         perms = permissions or getattr(member, "guild_permissions", None)
         if perms is not None and (perms.manage_guild or perms.administrator):
             return True
-        wanted = self.settings.admin_role.strip().lower()
-        return any(r.name.lower() == wanted or str(r.id) == wanted for r in getattr(member, "roles", []))
+        settings = self.settings
+        if member.id in settings.admin_user_ids:
+            return True
+        roles = getattr(member, "roles", [])
+        if settings.admin_role_ids or settings.admin_user_ids:
+            return any(r.id in settings.admin_role_ids for r in roles)
+        wanted = settings.admin_role.strip()
+        if not wanted:
+            return False
+        if wanted.isdigit():
+            return any(r.id == int(wanted) for r in roles)
+        for role in roles:
+            if role.name.lower() == wanted.lower():
+                log.warning(
+                    "%s (%s) is treated as an admin because of a role NAMED %r; anyone who may create roles can "
+                    "make one. Set RAGCORD_ADMIN_ROLE_IDS=%s to match this role by id instead.",
+                    member,
+                    member.id,
+                    role.name,
+                    role.id,
+                )
+                return True
+        return False
 
     def admin_requirement(self, command: str) -> str:
-        return f"/{command} needs the **{self.settings.admin_role}** role or the **Manage Server** permission."
+        settings = self.settings
+        if settings.admin_role_ids:
+            roles = " or ".join(f"<@&{r}>" for r in settings.admin_role_ids)
+            needed = f"the {roles} role or the **Manage Server** permission"
+        elif settings.admin_role.strip() and not settings.admin_user_ids:
+            name = discord.utils.escape_markdown(settings.admin_role.strip())
+            needed = f"the **{name}** role or the **Manage Server** permission"
+        else:
+            needed = "the **Manage Server** permission"
+        return f"/{command} needs {needed}."
 
     # -- generation -------------------------------------------------------------------------
     async def generate(self, writer: StreamingReply, user_id: int, produce: Producer, *, label: str) -> Answer | None:

@@ -107,6 +107,12 @@ class RateLimiter:
         times.append(now)
         return 0.0
 
+    def undo(self, key: int) -> None:
+        """Forget `key`'s last recorded request (another limit refused it after all)."""
+        times = self._seen.get(key)
+        if times:
+            times.pop()
+
     def message(self, retry_after: float) -> str:
         per = self.per_minute
         return (

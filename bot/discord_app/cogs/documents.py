@@ -12,14 +12,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_app.client import Refused, say
+from bot.discord_app.confirm import CONFIRM_SECONDS, ConfirmForget, describe, exact_document
 from bot.discord_app.display import quoted
 from bot.discord_app.errors import log_failure
-from bot.discord_app.streaming import NO_MENTIONS, InteractionTarget, StreamingReply, sanitize
-from bot.service import DocumentNotFound
+from bot.discord_app.streaming import NO_MENTIONS, InteractionTarget, StreamingReply
 from store.protocol import STORE_OUTAGE_NOTICE, StoreUnavailable
 
 if TYPE_CHECKING:
     from bot.discord_app.client import RagBot
+    from bot.settings import Settings
     from ingest.pipeline import IngestProgress, IngestResult
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,16 @@ def result_row(filename: str, result: IngestResult) -> tuple[str, str, str, str]
     return filename, RESULT_WORDS.get(result.status, result.status), chunks, note[:120]
 
 
+def declared_size_refusal(size: int, settings: Settings) -> str:
+    """Why an attachment of `size` bytes (as Discord declares it) is refused, in the setting's MB; '' if not."""
+    if size <= settings.max_file_bytes:
+        return ""
+    return f"{size / (1024 * 1024):.1f} MB is over the {settings.max_file_mb:g} MB limit"
+
+
 class Documents(commands.Cog):
+    confirm_seconds = CONFIRM_SECONDS
+
     def __init__(self, bot: RagBot) -> None:
         self.bot = bot
 
@@ -115,7 +125,7 @@ class Documents(commands.Cog):
         assert interaction.guild is not None
         namespace = bot.namespace_for(interaction.guild)
         rows = []
-        async with bot.ingest_lock:
+        async with bot.ingest_lock(namespace):
             for i, attachment in enumerate(files, start=1):
                 step = f"{i}/{len(files)}"
                 rows.append(await self._ingest_one(namespace, interaction.guild.id, attachment, writer, step))
@@ -129,9 +139,9 @@ class Documents(commands.Cog):
     ) -> tuple[str, str, str, str]:
         service = self.bot.service
         name = attachment.filename
-        if attachment.size > service.settings.max_file_bytes:
-            limit = service.settings.max_file_mb
-            return name, "refused", "-", f"{attachment.size / 1e6:.1f} MB is over the {limit:g} MB limit"
+        refusal = declared_size_refusal(attachment.size, service.settings)
+        if refusal:  # before downloading anything
+            return name, "refused", "-", refusal
         writer.set_status(f"⏳ {step} downloading {name}…")
         try:
             data = await attachment.read()
@@ -188,16 +198,26 @@ class Documents(commands.Cog):
     @app_commands.guild_only()
     @admin_only()
     async def forget(self, interaction: discord.Interaction[RagBot], document: str) -> None:
-        await interaction.response.defer(thinking=True)
+        """Names one exact document (the autocomplete's id), says what will go, and waits for a button."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
         namespace = self.bot.namespace_for(interaction.guild)
-        try:
-            info = await asyncio.to_thread(self.bot.service.forget, namespace, document)
-        except DocumentNotFound as exc:
-            await say(interaction, f"Nothing removed: {sanitize(str(exc))}.")
+        docs = await asyncio.to_thread(self.bot.service.documents, namespace)
+        doc = exact_document(docs, document)
+        if doc is None:
+            await say(
+                interaction,
+                f"Nothing removed: no document here is exactly “{quoted(document[:100])}”. "
+                "Start typing in `document:` and pick one from the list.",
+                ephemeral=True,
+            )
             return
-        await asyncio.to_thread(self.bot.service.prepare_index, namespace)
-        title = quoted(info.title)
-        await say(interaction, f"Forgot **{title}** ({info.chunks} chunks).")
+        view = ConfirmForget(self.bot, interaction, namespace, doc, timeout=self.confirm_seconds)
+        await interaction.followup.send(
+            f"Forget {describe(doc)}? Its chunks leave the index and answers stop citing it.",
+            view=view,
+            ephemeral=True,
+            allowed_mentions=NO_MENTIONS,
+        )
 
 
 async def setup(bot: RagBot) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import discord
 from discord.ext import commands
 
+from bot.discord_app.cogs.documents import declared_size_refusal
 from bot.discord_app.display import quoted
 from bot.discord_app.errors import failure_text, log_failure
 from bot.discord_app.streaming import NO_MENTIONS, sanitize
@@ -49,18 +51,49 @@ class Watcher(commands.Cog):
         if lines:
             await message.reply("\n".join(lines), allowed_mentions=NO_MENTIONS)
 
+    def uploader_refusal(self, member: discord.abc.User) -> str:
+        """Why this member's files are not indexed here ('' when they are): the uploader roles."""
+        wanted = self.bot.settings.uploader_role_ids
+        if not wanted or any(r.id in wanted for r in getattr(member, "roles", [])):
+            return ""
+        roles = " or ".join(f"<@&{r}>" for r in wanted)
+        return f"indexing files posted here needs the {roles} role (or ask an admin to /ingest them)"
+
+    def upload_refusal(self, user_id: int, guild_id: int) -> str:
+        """Why one more file is not indexed now ('' when it is, and then it is counted): the hourly limits."""
+        bot = self.bot
+        wait = bot.uploads_per_guild.check(guild_id) if bot.uploads_per_guild.per_minute else 0.0
+        if wait:
+            n = bot.uploads_per_guild.per_minute
+            minutes = math.ceil(wait / 60)
+            return f"this server can index {n} files an hour from watched channels; try again in {minutes} min"
+        wait = bot.uploads_per_user.check(user_id)
+        if wait:
+            n = bot.uploads_per_user.per_minute
+            bot.uploads_per_guild.undo(guild_id)  # not counted: refused
+            return f"you can index {n} files an hour here; try again in {math.ceil(wait / 60)} min"
+        return ""
+
     async def ingest_message(self, message: discord.Message) -> list[str]:
         assert message.guild is not None
         bot = self.bot
         service = bot.service
         namespace = bot.namespace_for(message.guild)
         extra = {"jump_url": message.jump_url, "message_id": str(message.id)}
+        admin = bot.is_admin(message.author)
+        refusal = "" if admin else self.uploader_refusal(message.author)
+        if refusal:
+            log.info("not indexing the files of %s in %s: no uploader role", message.author.id, namespace)
+            return [f"⚠️ **{quoted(a.filename)}** not indexed: {refusal}" for a in message.attachments]
         lines = []
-        async with bot.ingest_lock:
+        async with bot.ingest_lock(namespace):
             for attachment in message.attachments:
                 name = quoted(attachment.filename)
-                if attachment.size > service.settings.max_file_bytes:
-                    lines.append(f"⚠️ **{name}** not indexed: over the {service.settings.max_file_mb:g} MB limit")
+                refusal = declared_size_refusal(attachment.size, service.settings)  # before downloading
+                if not refusal and not admin:
+                    refusal = self.upload_refusal(message.author.id, message.guild.id)
+                if refusal:
+                    lines.append(f"⚠️ **{name}** not indexed: {refusal}")
                     continue
                 data = await attachment.read()
                 result = await asyncio.to_thread(
@@ -87,7 +120,7 @@ class Watcher(commands.Cog):
         namespace = f"g{payload.guild_id}"
         wanted = str(payload.message_id)
         try:
-            async with self.bot.ingest_lock:
+            async with self.bot.ingest_lock(namespace):
                 docs = await asyncio.to_thread(service.documents, namespace)
                 gone = [d for d in docs if d.extra.get("message_id") == wanted]
                 for doc in gone:
