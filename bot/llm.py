@@ -65,7 +65,15 @@ def default_gguf_path() -> Path:
 
 
 class LlamaCppLLM:
-    """A GGUF chat model in this process. Load once; calls are serialised by a lock."""
+    """A GGUF chat model in this process. Load once; calls are serialised by a lock.
+
+    Prompts go to llama.cpp as tokens, never as text: `create_completion` given text
+    adds a BOS token of its own whenever the model's metadata asks for one, on top of
+    the one a chat template renders with `{{ bos_token }}` (Llama 3, Mistral, Gemma).
+    As in llama-cpp-python's own chat handler, the rendered prompt is tokenized with
+    `add_bos=False`, special tokens parsed; the BOS is then added only when the model
+    asks for one and the template did not render it (`prompt_tokens`).
+    """
 
     def __init__(
         self,
@@ -110,6 +118,14 @@ class LlamaCppLLM:
             self._formatter = self._chat_formatter()
         return str(self._formatter(messages))
 
+    def prompt_tokens(self, prompt: str) -> list[int]:
+        """The tokens the model evaluates for a rendered prompt: one BOS at most, and only if the model wants it."""
+        tokens = self._llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        bos = self._llama.token_bos()
+        if bos >= 0 and self._llama._model.add_bos_token() and tokens[:1] != [bos]:
+            tokens.insert(0, bos)
+        return tokens
+
     def _chat_formatter(self):  # type: ignore[no-untyped-def]
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -129,10 +145,17 @@ class LlamaCppLLM:
 
     def stream_prompt(self, prompt: str, params: GenerationParams) -> Iterator[str]:
         """Raw completion of an already-rendered prompt (prefix-cached by llama.cpp)."""
+        tokens = self.prompt_tokens(prompt)
+        if len(tokens) >= self.n_ctx:
+            log.warning("prompt of %d tokens does not fit the context of %d", len(tokens), self.n_ctx)
+            raise LLMError(
+                f"the question and its passages are too long for the model ({len(tokens)} tokens, "
+                f"at most {self.n_ctx}); ask a shorter question"
+            )
         with self._lock:
             try:
                 pieces = self._llama.create_completion(
-                    prompt,
+                    tokens,
                     max_tokens=params.max_tokens,
                     temperature=params.temperature,
                     top_p=params.top_p,
@@ -144,16 +167,31 @@ class LlamaCppLLM:
                     text = piece["choices"][0]["text"]  # type: ignore[index]
                     if text:
                         yield text
-            except ValueError as exc:  # e.g. prompt longer than the context
-                raise LLMError(str(exc)) from exc
+            except ValueError as exc:  # llama.cpp's own checks, e.g. the prompt and answer overflow the context
+                log.warning("llama.cpp refused the prompt: %s", exc)
+                raise LLMError("the model could not take this prompt; ask a shorter question") from exc
 
     def warm(self, prefix: Sequence[Message]) -> None:
-        """Evaluate the fixed prompt prefix now, so the first question reuses it from the KV cache."""
-        prompt = self.render(prefix)
+        """Evaluate the fixed prompt prefix now, so the first question reuses it from the KV cache.
+
+        What is evaluated is the part every prompt starting with `prefix` shares token for token
+        (two probe questions rendered and compared), so llama.cpp's prefix match keeps all of it.
+        """
+        probes = [self.prompt_tokens(self.render([*prefix, Message("user", q)])) for q in ("a", "b?")]
+        tokens = _common_prefix(*probes)
         with self._lock:
-            tokens = self._llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
             self._llama.reset()
-            self._llama.eval(tokens)
+            if tokens:
+                self._llama.eval(tokens)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> list[int]:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return list(a[:n])
 
 
 class OpenAICompatLLM:
