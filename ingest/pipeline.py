@@ -26,66 +26,33 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
-
-import numpy as np
 
 from ingest.chunking import Chunker
+from ingest.commit import Committer
 from ingest.limits import check_declared_size, read_within_limit
-from ingest.loaders import SUPPORTED_SUFFIXES, LoadError, load_bytes
+from ingest.loaders import LoadError, load_bytes
 from ingest.refusals import Refusals
+from ingest.sources import (
+    IngestOutcome,
+    IngestProgress,
+    IngestResult,
+    Prepared,
+    ProgressCallback,
+    Source,
+    discover,
+)
 from ingest.workers import PdfWorker, Prefetch
 from store.embedder import Embedder, encoder_identity
 from store.protocol import ReindexProgress, VectorStore
-from store.types import Chunk, DocumentInfo, LoadedDocument, document_id_for
+from store.types import DocumentInfo, LoadedDocument, document_id_for
+
+__all__ = ["IngestOutcome", "IngestProgress", "IngestResult", "Ingestor", "ProgressCallback", "Source", "discover"]
 
 log = logging.getLogger(__name__)
-
-IngestOutcome = Literal["added", "updated", "unchanged", "skipped", "failed"]
-
-
-@dataclass(slots=True)
-class IngestResult:
-    source: str
-    title: str
-    status: IngestOutcome
-    reason: str = ""
-    chunks: int = 0
-    embedded: int = 0
-    pages: int = 0
-    warnings: list[str] = field(default_factory=list)
-    doc_id: str = ""
-
-
-@dataclass(slots=True)
-class IngestProgress:
-    """Running totals, passed to the progress callback after every step."""
-
-    files_total: int = 0
-    files_done: int = 0
-    pages: int = 0
-    chunks: int = 0
-    embedded: int = 0
-    started: float = field(default_factory=time.perf_counter)
-    current: str = ""
-    wait_s: float = 0.0  # the encoder waiting for loading and chunking (the prefetch thread fell behind)
-    encode_s: float = 0.0  # inside the encoder
-    write_s: float = 0.0  # writing chunks and manifests to the store
-
-    @property
-    def chunks_per_second(self) -> float:
-        elapsed = time.perf_counter() - self.started
-        return self.embedded / elapsed if elapsed > 0 else 0.0
-
-
-ProgressCallback = Callable[[IngestProgress], None]
 
 # Above this many items one read of all manifests beats one read per file.
 _SNAPSHOT_MIN_ITEMS = 16
@@ -93,62 +60,6 @@ _SNAPSHOT_MIN_ITEMS = 16
 _EAGER_FLUSH_CHUNKS = 32
 # From this many items, PDFs are parsed in a worker process (spawning it costs about a second).
 _PDF_WORKER_MIN_ITEMS = 8
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """One document to ingest from memory or anywhere: `read()` returns its bytes when needed."""
-
-    read: Callable[[], bytes]
-    filename: str
-    source: str
-    title: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Prepared:
-    """A file after loading and chunking, waiting for embeddings."""
-
-    result: IngestResult
-    doc: LoadedDocument | None = None
-    chunks: list[Chunk] = field(default_factory=list)
-    fingerprint: str = ""
-    previous: DocumentInfo | None = None
-    reused: set[str] = field(default_factory=set)
-    vectors: dict[str, np.ndarray] = field(default_factory=dict)
-    saved_metadata: dict[str, dict[str, object]] = field(default_factory=dict)  # reused chunks' before this attempt
-
-    @property
-    def to_embed(self) -> list[Chunk]:
-        return [c for c in self.chunks if c.id not in self.reused]
-
-
-def discover(paths: Iterable[Path]) -> tuple[list[Path], list[IngestResult]]:
-    """Files to ingest under `paths` (folders walked, hidden entries skipped) and refusals."""
-    found: list[Path] = []
-    refused: list[IngestResult] = []
-    for path in paths:
-        if not path.exists():
-            refused.append(IngestResult(str(path), path.name, "skipped", "no such file or folder"))
-        elif path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
-                    if name.startswith("."):
-                        continue
-                    child = Path(root) / name
-                    if child.suffix.lower() in SUPPORTED_SUFFIXES:
-                        found.append(child)
-                    else:
-                        refused.append(
-                            IngestResult(
-                                str(child), name, "skipped", f"unsupported file type {child.suffix or '(none)'}"
-                            )
-                        )
-        else:
-            found.append(path)
-    return found, refused
 
 
 class Ingestor:
@@ -176,6 +87,7 @@ class Ingestor:
         # encoder and refuses another one (`check_encoder`), and `reindex` keeps the documents.
         self._settings_sig = chunker.signature
         self.refusals = Refusals(refusals_path)
+        self._committer = Committer(store)
         password_sig = hashlib.sha256((pdf_password or "").encode()).hexdigest()[:12]
         self._refusal_sig = f"{self._settings_sig}|{max_bytes}|{password_sig}"
 
@@ -238,7 +150,7 @@ class Ingestor:
         worker = PdfWorker() if state.files_total - state.files_done >= _PDF_WORKER_MIN_ITEMS else None
         load = worker.load if worker is not None else load_bytes
 
-        def prepare(item: Source | tuple) -> _Prepared:  # type: ignore[type-arg]
+        def prepare(item: Source | tuple) -> Prepared:  # type: ignore[type-arg]
             src = item if isinstance(item, Source) else Source(*item)
             return self._prepare(namespace, src.read, src.filename, src.source, src.title, src.extra, known, load)
 
@@ -260,7 +172,7 @@ class Ingestor:
         notify: ProgressCallback,
     ) -> list[IngestResult]:
         results: list[IngestResult] = []
-        pending: list[_Prepared] = []
+        pending: list[Prepared] = []
         # One writer thread commits a batch while the encoder works on the next one; a
         # document's own steps (add, commit, sweep) stay in order, as do the batches.
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
@@ -307,7 +219,7 @@ class Ingestor:
         extra: dict[str, str],
         known: dict[str, DocumentInfo] | None = None,
         load: Callable[..., LoadedDocument] = load_bytes,
-    ) -> _Prepared:
+    ) -> Prepared:
         result = IngestResult(source, title or filename, "skipped", doc_id=document_id_for(source))
         refusal = ""
         try:
@@ -318,11 +230,11 @@ class Ingestor:
             if previous is not None and previous.content_hash == fingerprint and previous.extra == extra:
                 result.status, result.title, result.chunks = "unchanged", previous.title, previous.chunks
                 result.pages = previous.pages
-                return _Prepared(result)
+                return Prepared(result)
             refusal = Refusals.key(namespace, source, fingerprint, self._refusal_sig)
             if (reason := self.refusals.get(refusal)) is not None:
                 result.reason = f"{reason} (unchanged since it was refused)"
-                return _Prepared(result)
+                return Prepared(result)
             doc = load(
                 data, filename, max_bytes=self.max_bytes, pdf_password=self.pdf_password, source=source, title=title
             )
@@ -335,20 +247,20 @@ class Ingestor:
             log.info("skipped %s: %s", source, exc)
             if refusal:
                 self.refusals.put(refusal, result.reason)
-            return _Prepared(result)
+            return Prepared(result)
         except OSError as exc:
             result.status, result.reason = "failed", f"cannot read {filename}: {exc.strerror or exc}"
             log.warning("failed to read %s", source, exc_info=True)
-            return _Prepared(result)
+            return Prepared(result)
         result.title, result.pages, result.chunks, result.warnings = doc.title, doc.pages, len(chunks), doc.warnings
         # Only an earlier version of this document can hold chunks with these ids (id = document + text).
         reused = self.store.existing_ids(namespace, [c.id for c in chunks]) if previous is not None else set()
-        return _Prepared(result, doc, chunks, fingerprint, previous, reused)
+        return Prepared(result, doc, chunks, fingerprint, previous, reused)
 
     def _flush(
         self,
         namespace: str,
-        pending: list[_Prepared],
+        pending: list[Prepared],
         state: IngestProgress,
         notify: ProgressCallback,
         writer: ThreadPoolExecutor,
@@ -379,102 +291,10 @@ class Ingestor:
         def write() -> None:
             t = time.perf_counter()
             ready = [p for p in batch if p.result.status != "failed"]
-            self._commit(namespace, ready, written=self._write_chunks(namespace, ready))
+            self._committer.commit(namespace, ready, written=self._committer.write_chunks(namespace, ready))
             state.files_done += len(batch)
             state.write_s += time.perf_counter() - t
             notify(state)
 
         writes.append(writer.submit(write))
         return [p.result for p in batch]  # final once the writer is done (`_pipeline` waits for it)
-
-    def _write_chunks(self, namespace: str, ready: list[_Prepared]) -> bool:
-        """New chunks of all ready documents in one batched write (invisible until each commit).
-
-        False if that write failed: each document then writes (and rolls back) on its own.
-        """
-        new = [(p, c) for p in ready for c in p.to_embed]
-        if len(ready) < 2 or not new:
-            return False
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        try:
-            vectors = np.stack([p.vectors[c.id] for p, c in new])
-            self.store.add_chunks(namespace, [c for _, c in new], vectors, now)
-        except Exception:
-            log.warning("batched write of %d chunks failed; writing document by document", len(new), exc_info=True)
-            return False
-        return True
-
-    def _commit(self, namespace: str, ready: list[_Prepared], *, written: bool = False) -> None:
-        """Make the ready documents live: their manifests in one write, then sweep old chunks.
-
-        If the joint commit fails, each document commits on its own, so one bad document
-        cannot fail the others; a document whose commit fails loses the chunks this
-        attempt added and keeps its previous version.
-        """
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        staged = [(p, info) for p in ready if (info := self._stage(namespace, p, now, written=written)) is not None]
-        if not staged:
-            return
-        try:
-            self.store.commit_documents(namespace, [info for _, info in staged])
-            committed = staged
-        except Exception as exc:
-            if len(staged) == 1:
-                self._roll_back(namespace, *staged[0], exc)
-                return
-            log.warning("joint commit of %d documents failed; committing one by one", len(staged), exc_info=True)
-            committed = []
-            for p, info in staged:
-                try:
-                    self.store.commit_document(namespace, info)
-                    committed.append((p, info))
-                except Exception as exc:
-                    self._roll_back(namespace, p, info, exc)
-        for p, _ in committed:
-            p.result.status = "updated" if p.previous is not None else "added"
-            p.result.embedded = len(p.to_embed)
-        try:
-            # older versions' chunks, and leftovers of any earlier attempt that crashed before its commit
-            keep = {info.doc_id: info.chunk_ids for _, info in committed}
-            self.store.delete_chunks(namespace, self.store.orphans(namespace, keep))
-        except Exception:
-            log.warning("could not sweep old chunks; they stay invisible and are swept next time", exc_info=True)
-
-    def _stage(self, namespace: str, p: _Prepared, now: str, *, written: bool) -> DocumentInfo | None:
-        """Write a document's new chunks (unless the batch write did) and its manifest record to be."""
-        assert p.doc is not None
-        info = DocumentInfo(
-            doc_id=p.doc.doc_id,
-            title=p.doc.title,
-            source=p.doc.source,
-            kind=p.doc.kind,
-            chunks=len(p.chunks),
-            pages=p.doc.pages,
-            ingested_at=now,
-            content_hash=p.fingerprint,
-            chunk_ids=[c.id for c in p.chunks],
-            extra=dict(p.doc.extra),
-        )
-        try:
-            new = p.to_embed
-            if not written:
-                vectors = np.stack([p.vectors[c.id] for c in new]) if new else np.zeros((0, 1), np.float32)
-                self.store.add_chunks(namespace, new, vectors, now)
-            moved = [c for c in p.chunks if c.id in p.reused]
-            if moved:  # live chunks of the previous version: their old metadata is put back if the commit fails
-                p.saved_metadata = self.store.chunk_metadata(namespace, [c.id for c in moved])
-                self.store.update_chunk_metadata(namespace, moved, now)
-        except Exception as exc:
-            self._roll_back(namespace, p, info, exc)
-            return None
-        return info
-
-    def _roll_back(self, namespace: str, p: _Prepared, info: DocumentInfo, exc: Exception) -> None:
-        """Mark the document failed (with `exc`) and remove what this attempt added."""
-        log.error("writing %s failed; rolling back its new chunks", info.source, exc_info=exc)
-        try:
-            self.store.delete_chunks(namespace, [c.id for c in p.to_embed])
-            self.store.restore_chunk_metadata(namespace, p.saved_metadata)
-        except Exception:
-            log.exception("rollback of %s failed; leftovers are invisible and swept next time", info.source)
-        p.result.status, p.result.reason = "failed", f"store write failed: {exc}"

@@ -27,256 +27,41 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from store.chroma_client import ChromaConnection, ChromaLocation, guarded, is_not_found, parse_host
-from store.chroma_records import batched, chunk_from_record, chunk_metadata, info_from_record, info_metadata
+from store.chroma_base import ChromaBase, IndexRecord, mismatch_message, new_collection_name
+from store.chroma_client import ChromaLocation, guarded, parse_host
+from store.chroma_records import batched, chunk_from_record, chunk_metadata, info_metadata
 from store.namespaces import namespace_key
-from store.protocol import EncoderMismatch, ReindexProgress, StoreError, StoreUnavailable
+from store.protocol import ReindexProgress, StoreError, StoreUnavailable
 from store.types import Chunk, DocumentInfo, Hit
-from store.writer_lock import WriterLock
 
-__all__ = ["ChromaLocation", "ChromaStore", "StoreError", "StoreUnavailable", "namespace_key", "parse_host"]
+__all__ = [
+    "ChromaLocation",
+    "ChromaStore",
+    "IndexRecord",
+    "StoreError",
+    "StoreUnavailable",
+    "mismatch_message",
+    "namespace_key",
+    "parse_host",
+]
 
 log = logging.getLogger(__name__)
 
-_GEN_ID = "__generation__"
 
-
-@dataclass(frozen=True, slots=True)
-class IndexRecord:
-    """The namespace's index record: generation, live chunk collection, encoder and dimension."""
-
-    generation: str = ""
-    at: float = 0.0
-    collection: str = ""
-    encoder: str = ""
-    dim: int = 0
-
-
-def mismatch_message(ns: str, recorded: str, configured: str) -> str:
-    return (
-        f"namespace '{ns}' was embedded by {recorded}, but the configured encoder is {configured}: "
-        f"run `ragcord reindex --namespace {ns}` to re-embed it with the configured one "
-        "(or set RAGCORD_EMBED_MODEL / RAGCORD_EMBED_BACKEND back)"
-    )
-
-
-class ChromaStore:
+class ChromaStore(ChromaBase):
     """Chunks and manifests in Chroma. Thread-safe; methods block (run them off the event loop).
 
     `encoder` is the identity (`store.embedder.encoder_identity`) of the encoder whose
     vectors this process passes to `query` and `add_chunks`; None skips the check
     (tools that only list or forget documents).
     """
-
-    def __init__(
-        self,
-        location: ChromaLocation,
-        *,
-        refresh_interval: float = 0.5,
-        encoder: str | None = None,
-        lock_dir: Path | None = None,
-        writer_wait_s: float = 10.0,
-    ) -> None:
-        self.location = location
-        self.refresh_interval = refresh_interval
-        self.encoder = encoder
-        self._lock = threading.RLock()
-        self._depth = 0  # nesting of guarded calls (only the outermost retries)
-        self._conn = ChromaConnection(location)
-        self._index: dict[str, IndexRecord] = {}
-        self._generations: dict[str, str] = {}  # the generation this client is known to see
-        self._checked_at: dict[str, float] = {}
-        self._live_ids: dict[str, set[str]] = {}
-        folder = lock_dir or location.path
-        self._writer = WriterLock(folder, timeout=writer_wait_s) if folder is not None else None
-        self._conn.open()
-
-    # -- client lifecycle -------------------------------------------------------
-    @property
-    def _client(self) -> Any:
-        return self._conn.client
-
-    @property
-    def _opened_at(self) -> float:
-        return self._conn.opened_at
-
-    def _after_reopen(self) -> None:
-        self._index.clear()
-        self._generations.clear()
-        self._live_ids.clear()
-
-    @guarded
-    def _reopen(self) -> None:
-        """Replace this store's client so queries see other processes' writes (embedded mode)."""
-        log.info("store changed on disk; reopening %s", self.location.describe)
-        self._conn.reopen()
-        self._after_reopen()
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    @property
-    def max_batch_size(self) -> int:
-        try:
-            return int(self._client.get_max_batch_size())
-        except Exception:
-            return 5000
-
-    def _collection(self, name: str, create: bool = False, metadata: dict[str, Any] | None = None) -> Any:
-        if create:
-            return self._client.get_or_create_collection(name, embedding_function=None, metadata=metadata)
-        try:
-            return self._client.get_collection(name, embedding_function=None)
-        except Exception as exc:
-            if is_not_found(exc):
-                return None
-            raise
-
-    def _chunks(self, ns: str, create: bool = False) -> Any:
-        """The namespace's live chunk collection."""
-        name = self._record(ns).collection or f"rc_{namespace_key(ns)}"
-        meta = {"hnsw:space": "cosine", "ragcord:namespace": ns}
-        if create and self.encoder:
-            meta["ragcord:encoder"] = self.encoder
-        return self._collection(name, create, meta if create else None)
-
-    def _manifest(self, ns: str, create: bool = False) -> Any:
-        return self._collection(f"rc_{namespace_key(ns)}_docs", create)
-
-    # -- the index record ---------------------------------------------------------
-    @guarded
-    def generation(self, ns: str) -> tuple[str, float]:
-        """(generation id, wall time of the commit) of a namespace; ("", 0) if empty."""
-        record = self._read_record(ns)
-        return record.generation, record.at
-
-    def _read_record(self, ns: str) -> IndexRecord:
-        manifest = self._manifest(ns)
-        if manifest is None:
-            return IndexRecord()
-        got = manifest.get(ids=[_GEN_ID], include=["metadatas"])
-        metas = got.get("metadatas") or []
-        meta = metas[0] if metas and metas[0] else {}
-        return IndexRecord(
-            generation=str(meta.get("generation", "")),
-            at=float(meta.get("at", 0.0)),
-            collection=str(meta.get("collection", "")),
-            encoder=str(meta.get("encoder", "")),
-            dim=int(meta.get("dim", 0)),
-        )
-
-    def _record(self, ns: str) -> IndexRecord:
-        if ns not in self._index:
-            self._index[ns] = self._read_record(ns)
-        return self._index[ns]
-
-    def _write_record(self, ns: str, record: IndexRecord) -> None:
-        meta = {"generation": record.generation, "at": record.at, "collection": record.collection}
-        meta.update({"encoder": record.encoder, "dim": record.dim})
-        self._manifest(ns, create=True).upsert(ids=[_GEN_ID], embeddings=[[0.0]], metadatas=[meta], documents=[""])
-        self._index[ns] = record
-        self._live_ids.pop(ns, None)
-
-    def _bump_generation(self, ns: str, **changes: Any) -> str:
-        gen = uuid.uuid4().hex
-        self._write_record(ns, replace(self._record(ns), generation=gen, at=time.time(), **changes))
-        self._generations[ns] = gen
-        return gen
-
-    @guarded
-    def refresh(self, ns: str, *, force: bool = False) -> str:
-        """Make sure this process sees the namespace as committed by any process."""
-        now = time.monotonic()
-        known = self._generations.get(ns)
-        if not force and known is not None and now - self._checked_at.get(ns, -1e9) < self.refresh_interval:
-            return known
-        self._checked_at[ns] = now
-        record = self._read_record(ns)
-        # Another process committed since this client opened: its vectors are invisible
-        # to us until the client is reopened (embedded mode only; a server is shared).
-        stale = known != record.generation if known is not None else record.at >= self._opened_at - 1.0
-        if stale and record.generation and not self.location.host:
-            self._reopen()
-        if known != record.generation:
-            self._live_ids.pop(ns, None)
-        self._generations[ns] = record.generation
-        self._index[ns] = record
-        return record.generation
-
-    # -- encoders -------------------------------------------------------------------
-    @guarded
-    def check_encoder(self, ns: str, encoder: str) -> None:
-        """Before writing with `encoder`: raise `EncoderMismatch` if the namespace holds another's vectors.
-
-        A namespace without a recorded encoder (new, or written before encoders were
-        recorded) takes this one; an empty namespace switches to a fresh collection.
-        """
-        self.refresh(ns, force=True)
-        record = self._record(ns)
-        if record.encoder == encoder:
-            return
-        if record.encoder and self.live_ids(ns):
-            raise EncoderMismatch(mismatch_message(ns, record.encoder, encoder))
-        if record.encoder:  # nothing live: start over in a collection of the new encoder
-            self._bump_generation(ns, collection=_new_collection_name(ns), encoder=encoder, dim=0)
-            return
-        if self.live_ids(ns):
-            log.warning("namespace %s has no recorded encoder; recording %s", ns, encoder)
-        self._bump_generation(ns, encoder=encoder)
-
-    def _check_vectors(self, ns: str, dim: int) -> None:
-        record = self._record(ns)
-        if self.encoder and record.encoder and record.encoder != self.encoder:
-            raise EncoderMismatch(mismatch_message(ns, record.encoder, self.encoder))
-        if record.dim and dim != record.dim:
-            shown = self.encoder or "the configured encoder"
-            raise EncoderMismatch(
-                mismatch_message(ns, record.encoder or f"a {record.dim}-d encoder", f"{shown} ({dim}-d)")
-            )
-
-    # -- documents (manifest) -------------------------------------------------------
-    @guarded
-    def documents(self, ns: str) -> list[DocumentInfo]:
-        self.refresh(ns)
-        manifest = self._manifest(ns)
-        if manifest is None:
-            return []
-        got = manifest.get(include=["metadatas", "documents"])
-        docs = [
-            info_from_record(i, m, d)
-            for i, m, d in zip(got["ids"], got["metadatas"], got["documents"], strict=True)
-            if i != _GEN_ID
-        ]
-        return sorted(docs, key=lambda d: (d.title.lower(), d.source))
-
-    @guarded
-    def document(self, ns: str, doc_id: str) -> DocumentInfo | None:
-        manifest = self._manifest(ns)
-        if manifest is None:
-            return None
-        got = manifest.get(ids=[doc_id], include=["metadatas", "documents"])
-        if not got["ids"]:
-            return None
-        return info_from_record(got["ids"][0], got["metadatas"][0], got["documents"][0])
-
-    @guarded
-    def live_ids(self, ns: str) -> set[str]:
-        self.refresh(ns)
-        if ns not in self._live_ids:
-            self._live_ids[ns] = {cid for d in self.documents(ns) for cid in d.chunk_ids}
-        return self._live_ids[ns]
 
     # -- writing ----------------------------------------------------------------------
     def writer(self, ns: str) -> AbstractContextManager[None]:
@@ -315,9 +100,6 @@ class ChromaStore:
                 log.info("dropping %s, left by an unfinished reindex", name)
                 self._client.delete_collection(name)
         return removed
-
-    def _collection_names(self) -> list[str]:
-        return [c if isinstance(c, str) else c.name for c in self._client.list_collections()]
 
     @guarded
     def existing_ids(self, ns: str, ids: Sequence[str]) -> set[str]:
@@ -466,7 +248,7 @@ class ChromaStore:
     def _new_chunk_collection(self, ns: str, encoder: str) -> tuple[str, list[str]]:
         """(name of a new empty chunk collection for `encoder`, sorted live ids)."""
         self.refresh(ns, force=True)
-        name = _new_collection_name(ns)
+        name = new_collection_name(ns)
         meta = {"hnsw:space": "cosine", "ragcord:namespace": ns, "ragcord:encoder": encoder}
         self._collection(name, create=True, metadata=meta)
         return name, sorted(self.live_ids(ns))
@@ -564,7 +346,3 @@ class ChromaStore:
             got = col.get(ids=batch, include=["documents"])
             out.extend(zip(got["ids"], got["documents"], strict=True))
         return iter(out)
-
-
-def _new_collection_name(ns: str) -> str:
-    return f"rc_{namespace_key(ns)}__{uuid.uuid4().hex[:8]}"
