@@ -43,6 +43,7 @@ LeadSource = Literal["model", "quote", ""]
 DECLINE = "I couldn't find anything about that in the documents I have."
 CAUTION = "The closest passages are only loosely related, so treat this answer with care."
 QUOTED = "Quoted from the documents: the model's phrasing did not pass the checks."
+QUOTED_MODEL_FAILED = "Quoted from the documents: the model failed while phrasing an answer."
 QUESTION_TOO_LONG = (
     "Your question is {length} characters long; the limit is {limit} (RAGCORD_MAX_QUESTION_CHARS). "
     "Ask it in fewer words."
@@ -99,7 +100,7 @@ class Answer:
 
 def quote_line(c: Citation) -> str:
     """A verbatim quote shown as what it is: '*Title*, Section: "…" [n]'."""
-    where = f", {c.location}" if c.location else ""
+    where = f", {c.location}" if c.location and c.location != c.chunk.title else ""
     return f'*{c.chunk.title or c.chunk.source}*{where}: "{c.quote}" [{c.number}]'
 
 
@@ -223,10 +224,9 @@ class Answerer:
         answer.consulted = consulted(
             chunks, scores, answer.search_query, answer.text, skip=[c.number for c in answer.citations]
         )
-        if answer.led_by == "quote" and answer.lead is not None:
-            answer.consulted = [c for c in answer.consulted if c.number != answer.lead.number]
         if answer.led_by == "quote" and answer.rejected and answer.status != "failed":
-            answer.note = " ".join(p for p in (answer.note, QUOTED) if p)
+            why = QUOTED_MODEL_FAILED if answer.rejected == "the model failed" else QUOTED
+            answer.note = " ".join(p for p in (answer.note, why) if p)
         yield Completed(answer)
 
     def _query_vector(self, query: str) -> np.ndarray | None:
@@ -265,7 +265,7 @@ class Answerer:
             answer.rejected = verdict
             log.info("the model's answer does not lead: %s", verdict)
             return
-        if not text.strip() or (verdict and not citations and lead is not None):
+        if not text.strip() or verdict in ("the model gave no answer", "degenerate output"):
             answer.rejected = verdict or "the model gave no answer"
             return
         answer.text = text

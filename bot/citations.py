@@ -33,17 +33,20 @@ class Citation:
         return dict(self.chunk.extra).get("jump_url")
 
 
-_ONLY_MARKERS = re.compile(rf"^(?:\s*{MARKER_RE.pattern}[.,;:!?]*)+\s*$")
+_LEADING_MARKERS = re.compile(rf"^(?:\s*{MARKER_RE.pattern}[.,;:!?]*)+")
 
 
 def claims(answer: str) -> list[str]:
     """The answer's sentences, each with the citation markers written after its full stop
-    ("It runs on one server. [1]" is one claim citing [1], not a sentence and a bare marker)."""
+    ("It runs on one server. [1] Start it ..." is a claim citing [1], then one that cites
+    nothing; not a sentence, then one that starts with a stray marker)."""
     out: list[str] = []
     for sentence in split_sentences(answer):
-        if out and _ONLY_MARKERS.match(sentence):
-            out[-1] = f"{out[-1]} {sentence}"
-        else:
+        lead = _LEADING_MARKERS.match(sentence) if out else None
+        if lead:
+            out[-1] = f"{out[-1]} {lead.group().strip()}"
+            sentence = sentence[lead.end() :].strip()
+        if sentence:
             out.append(sentence)
     return out
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from bot.answer import Answer, AnswerEvent
+    from bot.citations import Citation
     from bot.service import RagService
     from bot.settings import Settings
 
@@ -48,7 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ask", help="ask a question; the answer streams, then its sources are listed")
     p.add_argument("question", nargs="+", help="the question, quoted or as separate words")
     p.add_argument("-k", "--top-k", type=int, help="passages to retrieve (default RAGCORD_TOP_K)")
-    p.add_argument("--evidence-only", action="store_true", help="skip the model; show the retrieved evidence")
+    p.add_argument(
+        "--evidence-only",
+        action="store_true",
+        help="skip the model: the quoted evidence and sources (answer mode extract)",
+    )
 
     p = sub.add_parser("summarize", help="summarise one document (map-reduce when it is long)")
     p.add_argument("document", help="document title, file name, source path or id (see `sources`)")
@@ -193,64 +198,63 @@ def cmd_ask(args: argparse.Namespace, settings: Settings, console: Console) -> i
     question = " ".join(args.question).strip()
     if not question:
         raise CliError("empty question")
+    if args.evidence_only:  # the reader's quote and the sources, no model: RAGCORD_ANSWER_MODE=extract
+        settings = settings.model_copy(update={"answer_mode": "extract"})
     service = _service(settings)
-    if args.evidence_only:
-        evidence = _evidence_only(service, settings, question)
-        _print_answer(console, evidence)
-        return 0 if evidence.status != "declined" else 2
     answer = _stream(console, service.ask_stream(settings.namespace, question))
     return {"failed": 1, "declined": 2}.get(answer.status, 0)
 
 
-def _evidence_only(service: RagService, settings: Settings, question: str) -> Answer:
-    from bot.answer import CAUTION, DECLINE, Answer, judge
-    from bot.citations import consulted
-
-    # the retriever alone: `service.answerer` would load the language model, which this never uses
-    hits = service.retriever.search(settings.namespace, question, settings.top_k)
-    answer = Answer(question, hits=hits, status=judge(question, hits, settings.min_score, settings.caution_score))
-    if answer.status == "declined":
-        answer.note = DECLINE
-    else:
-        answer.note = CAUTION if answer.status == "cautious" else ""
-        answer.consulted = consulted([h.chunk for h in hits], [h.dense or 0 for h in hits], question)
-    return answer
-
-
 def _stream(console: Console, events: Iterator[AnswerEvent]) -> Answer:
-    """Print the model's text as it streams, then the checked answer's note and sources."""
-    from bot.answer import Completed, Token
+    """Print the lead evidence as soon as retrieval ends, the model's phrasing as it streams
+    (marked as not yet checked), then the verdict, the note and the sources."""
+    from rich.markup import escape
+
+    from bot.answer import Completed, Evidence, Token
 
     answer: Answer | None = None
     streamed: list[str] = []
     for event in events:
-        if isinstance(event, Token):
+        if isinstance(event, Evidence):
+            console.print(_quote_markup(event.lead))
+        elif isinstance(event, Token):
+            if not streamed:
+                console.print("[dim]the model's phrasing (checking…):[/] ", end="")
             streamed.append(event.text)
-            console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
+            console.print(escape(event.text), end="", style="dim", highlight=False, soft_wrap=True)
         elif isinstance(event, Completed):
             answer = event.answer
     assert answer is not None
+    if streamed:
+        console.print()
     _print_answer(console, answer, streamed="".join(streamed))
     return answer
 
 
-def _print_answer(console: Console, answer: Answer, *, streamed: str | None = None) -> None:
-    """Note and sources after an answer; `streamed` is the model's text as it was shown while it streamed."""
+def _quote_markup(c: Citation) -> str:
     from rich.markup import escape
 
-    if streamed is not None and answer.text:
-        console.print()
-        if answer.text != streamed.strip():
-            # The terminal cannot take back what streamed; Discord's final edit shows the checked text instead.
-            console.print("\n[bold]Checked answer[/] [dim](its citations checked against the passages)[/]")
-            console.print(answer.text, markup=False, highlight=False, soft_wrap=True)
+    where = f", {escape(c.location)}" if c.location else ""
+    return f'[italic]{escape(c.chunk.title or c.chunk.source)}[/]{where}: "{escape(c.quote)}" [bold]\\[{c.number}][/]'
+
+
+def _print_answer(console: Console, answer: Answer, *, streamed: str | None = None) -> None:
+    """The checked answer, note and sources. `streamed`: the model's text as shown while it streamed."""
+    from rich.markup import escape
+
+    if answer.status == "declined" or (answer.status == "failed" and answer.lead is None):
+        console.print(f"[yellow]{escape(answer.note)}[/]")
+        return
+    if streamed is None and answer.lead is not None:  # nothing streamed: the lead was not printed yet
+        console.print(_quote_markup(answer.lead))
+    if answer.led_by == "model":
+        console.print("\n[bold]Answer[/] [dim](checked against the quoted evidence)[/]")
+        console.print(escape(answer.text), highlight=False, soft_wrap=True)
+    elif streamed:
+        console.print("[dim]The model's phrasing above is not the answer; the quote is.[/]")
     if answer.note:
         console.print(f"[yellow]{escape(answer.note)}[/]")
-    groups = [("Sources", answer.citations)]
-    if answer.citations:
-        groups.append(("Also consulted", answer.consulted))
-    else:
-        groups.append(("Sources consulted [dim](the answer cites none of them)[/]", answer.consulted))
+    groups = [("Sources", answer.citations), ("Also consulted", answer.consulted)]
     for heading, citations in groups:
         if citations:
             console.print(f"\n[bold]{heading}[/]")

@@ -18,6 +18,7 @@ neighbour with it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ DENSE_WEIGHT = 1.0
 RANK_WEIGHT = 0.25
 FRAGMENT_WORDS = 6  # a best sentence shorter than this takes its neighbour
 LEAD_CHARS = 300  # what a member reads first; a neighbour is added only within it
+TITLE_ROOM = 60  # of which the quote's source ("*Title*, Section: ") takes about this much
+EXTEND = True  # add the better neighbour when both fit (measured: bench/reader.py)
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 
@@ -54,6 +57,7 @@ class ScoredSentence:
     lexical: float
     dense: float
     rank: float
+    penalty: float  # short sentences ("Yes.", list numbers, headings) rarely answer
     score: float
 
 
@@ -76,10 +80,13 @@ def collapse(text: str) -> str:
 class SentenceSelector:
     """Scores the sentences of the top passages; `select` returns the lead evidence."""
 
-    def __init__(self, embed: Embed | None, *, weights: Weights | None = None, passages: int = 3) -> None:
+    def __init__(
+        self, embed: Embed | None, *, weights: Weights | None = None, passages: int = 3, extend: bool = EXTEND
+    ) -> None:
         self.embed = embed
         self.weights = weights or Weights()
         self.passages = passages
+        self.extend = extend
 
     def score(self, question: str, hits: Sequence[Hit], query_vector: np.ndarray | None = None) -> list[ScoredSentence]:
         top = list(hits[: self.passages])
@@ -104,7 +111,7 @@ class SentenceSelector:
             rank = 1.0 / number
             penalty = 0.15 if len(words(text)) < 4 else 0.0  # "Yes.", list numbers, headings
             score = w.lexical * lexical + w.dense * cosine + w.rank * rank - penalty
-            scored.append(ScoredSentence(number, position, text, lexical, cosine, rank, score))
+            scored.append(ScoredSentence(number, position, text, lexical, cosine, rank, penalty, score))
         return scored
 
     def _dense(self, question: str, sentences: list[str], query_vector: np.ndarray | None) -> list[float]:
@@ -118,17 +125,31 @@ class SentenceSelector:
             log.warning("sentence embeddings failed (%s); selecting by lexical overlap", exc)
             return [0.0] * len(sentences)
 
+    def rescore(self, s: ScoredSentence) -> ScoredSentence:
+        """The same sentence scored with this selector's weights (benchmarks replay features)."""
+        w = self.weights
+        score = w.lexical * s.lexical + w.dense * s.dense + w.rank * s.rank - s.penalty
+        return dataclasses.replace(s, score=score)
+
     def select(self, question: str, hits: Sequence[Hit], query_vector: np.ndarray | None = None) -> Lead | None:
-        scored = self.score(question, hits, query_vector)
+        return self.lead_from(self.score(question, hits, query_vector), hits)
+
+    def lead_from(self, scored: Sequence[ScoredSentence], hits: Sequence[Hit]) -> Lead | None:
+        """The best sentence, with its neighbour when it is a fragment."""
         if not scored:
             return None
         best = max(scored, key=lambda s: (s.score, -s.number, -s.position))
         chunk = hits[best.number - 1].chunk
         text = best.text
-        if len(words(text)) < FRAGMENT_WORDS or not text.rstrip("\"')]”’").endswith((".", "!", "?", ":")):
-            siblings = {s.position: s for s in scored if s.number == best.number}
-            after, before = siblings.get(best.position + 1), siblings.get(best.position - 1)
+        siblings = {s.position: s for s in scored if s.number == best.number}
+        after, before = siblings.get(best.position + 1), siblings.get(best.position - 1)
+        fragment = len(words(text)) < FRAGMENT_WORDS or not text.rstrip("\"')]”’").endswith((".", "!", "?", ":"))
+        if fragment:
             neighbour = after or before
-            if neighbour is not None and len(text) + len(neighbour.text) + 1 <= LEAD_CHARS:
-                text = f"{text} {neighbour.text}" if neighbour is after else f"{neighbour.text} {text}"
+        elif self.extend:  # room left in what a member reads first: the better-scoring neighbour too
+            neighbour = max((s for s in (after, before) if s is not None), key=lambda s: s.score, default=None)
+        else:
+            neighbour = None
+        if neighbour is not None and len(text) + len(neighbour.text) + 1 <= LEAD_CHARS - TITLE_ROOM:
+            text = f"{text} {neighbour.text}" if neighbour is after else f"{neighbour.text} {text}"
         return Lead(best.number, chunk, text, best.score, best.lexical, best.dense)

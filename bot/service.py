@@ -15,6 +15,7 @@ from pathlib import Path
 from bot.answer import Answer, Answerer, AnswerEvent, Completed, Turn
 from bot.llm import LLM, GenerationParams, LlamaCppLLM, OpenAICompatLLM
 from bot.prompts import STOP, SYSTEM
+from bot.reader import SentenceSelector, Weights
 from bot.settings import Settings
 from bot.summarize import Summarizer
 from ingest.chunking import Chunker
@@ -61,7 +62,11 @@ def build_llm(settings: Settings) -> LLM:
     if settings.llm_backend == "openai":
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
         return OpenAICompatLLM(
-            settings.openai_base_url, settings.openai_model, api_key=key, timeout=settings.llm_timeout
+            settings.openai_base_url,
+            settings.openai_model,
+            api_key=key,
+            timeout=settings.llm_timeout,
+            max_retries=settings.llm_retries,
         )
     return LlamaCppLLM(
         settings.llm_model_path or None,
@@ -106,6 +111,7 @@ class RagService:
         self._llm_factory = llm_factory
         self._llm: LLM | None = None
         self.started = time.monotonic()
+        self.reader_weights = Weights()  # the reader's signal weights (bench/answers.py --weights tries others)
         reranker = CrossEncoderReranker(s.reranker_model, s.embed_device) if s.reranker_model else None
         self.retriever = Retriever(
             store, embedder, LexicalIndexes(lexical_dir), mode=s.retrieval_mode, reranker=reranker
@@ -179,6 +185,7 @@ class RagService:
             history_turns=s.history_turns,
             mode=s.answer_mode,
             max_question_chars=s.max_question_chars,
+            selector=SentenceSelector(self.embedder.embed, weights=self.reader_weights),
         )
 
     def ask_stream(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Iterator[AnswerEvent]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Sequence
 
@@ -25,7 +26,10 @@ def cited_sentences(times: int) -> object:
 
     def reply(messages: Sequence[Message]) -> str:
         first = cite_first_passage(messages)
-        return " ".join(f"Step {i + 1}: {first}" for i in range(times))
+        # distinct words in every step: a phrase said twice is a loop, and loops are cut
+        return " ".join(
+            [f"Step 1: {first}"] + [f"Step {i + 1} then checks item {i + 1} carefully." for i in range(1, times)]
+        )
 
     return reply
 
@@ -100,13 +104,15 @@ async def test_slash_ask_defers_at_once_even_when_the_queue_is_busy(tmp_path):
 async def test_long_answer_is_split_without_losing_text(tmp_path):
     words = " ".join(f"word{i}" for i in range(900))  # ~7,000 characters
     llm = FakeLLM([words + " ragcord bot [1]"], delay=0.0005)
-    async with world(tmp_path, llm) as w:
+    async with world(tmp_path, llm, answer_mode="generate") as w:  # the model's text leads, however long
         w.add_document("deploy.md", DEPLOY)
         answer = await w.answer(await w.ask(w.alice, "Tell me everything about the bot"), timeout=20)
 
         assert len(answer) >= 4
         assert all(len(m["content"]) <= 2000 for m in answer)
-        shown = " ".join(line for m in answer for line in m["content"].splitlines() if not line.startswith("-# "))
+        shown = " ".join(
+            line for m in answer for line in m["content"].splitlines() if not line.startswith(("-# ", "> "))
+        )
         # every word arrives; the "[1]" may go (verification drops markers a passage does not back)
         assert [w for w in shown.split() if w != "[1]"] == (words + " ragcord bot").split()
         assert "✅ done" in answer[-1]["content"]
@@ -122,8 +128,13 @@ async def test_failure_mid_answer_is_explained_and_the_bot_keeps_serving(tmp_pat
         w.add_document("deploy.md", DEPLOY)
         with caplog.at_level(logging.ERROR):
             failed = await w.answer(await w.ask(w.alice, "How do I start the bot?"))
-        assert failed[-1]["content"] == "⚠️ the model failed: fake model crashed; try again"
-        assert not failed[-1]["embeds"]
+        # the reader's quote still answers; the half-written text is gone, and the note says why
+        assert failed[-1]["content"].startswith("*Deploying*: “The bot runs on a single server.")
+        assert (
+            "the model failed while phrasing" in failed[-1]["content"]
+            and "Start it with" not in failed[-1]["content"].split("”")[1]
+        )
+        assert failed[-1]["embeds"]
         assert any(r.exc_info for r in caplog.records if r.levelno >= logging.ERROR)  # traceback logged
 
         llm.fail_after = None
@@ -134,7 +145,9 @@ async def test_failure_mid_answer_is_explained_and_the_bot_keeps_serving(tmp_pat
         real = w.service.ask_stream
         w.service.ask_stream = lambda *a: (_ for _ in ()).throw(RuntimeError("index is corrupt"))
         broken = await w.answer(await w.ask(w.bob, "How do I start the bot?"))
-        assert broken[-1]["content"] == "⚠️ the model failed: index is corrupt; try again"
+        assert re.fullmatch(
+            r"⚠️ the model failed \(reference `[0-9a-f]{8}`\); it has been logged, try again", broken[-1]["content"]
+        )
         w.service.ask_stream = real
         assert "✅ done" in (await w.answer(await w.ask(w.bob, "How do I start the bot?")))[-1]["content"]
 
@@ -297,3 +310,25 @@ async def test_allowed_channels_and_direct_messages(tmp_path):
         assert "✅ done" in answer[-1]["content"] and answer[-1]["embeds"]
         assert not w.fake.replies_to(unanswered)
         assert len(llm.calls) == 2
+
+
+async def test_the_evidence_shows_before_the_models_first_token(tmp_path):
+    llm = FakeLLM(["Use the command ragcord bot to start it. [1]"], delay=0.6)  # a slow first token
+    async with world(tmp_path, llm) as w:
+        w.add_document("deploy.md", DEPLOY)
+        final = await w.answer(await w.ask(w.alice, "How do I start the bot?"))
+        calls = w.fake.rest_calls("POST", r"/channels/\d+/messages$") + w.fake.rest_calls(
+            "PATCH", r"/channels/\d+/messages/\d+$"
+        )
+        contents = [c.json.get("content", "") for c in sorted(calls, key=lambda c: c.at)]
+        with_lead = [i for i, text in enumerate(contents) if "“The bot runs on a single server." in text]
+        with_model = [i for i, text in enumerate(contents) if "Use the command" in text]
+        assert with_lead and with_model and with_lead[0] < with_model[0]
+        assert (
+            "writing" in contents[with_lead[0]]
+            or "phrasing" in contents[with_lead[0]]
+            or "⏳" in contents[with_lead[0]]
+        )
+        # the final message: the checked answer, its quote, the sources
+        assert final[-1]["content"].startswith("Use the command ragcord bot to start it. [1]\n> *Deploying*: “The bot")
+        assert final[-1]["embeds"]

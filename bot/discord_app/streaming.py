@@ -19,7 +19,7 @@ from typing import Protocol
 
 import discord
 
-from bot.answer import Answer, AnswerEvent, Completed, Token
+from bot.answer import Answer, AnswerEvent, Completed, Evidence, Token
 from bot.citations import QUOTE_CHARS, Citation
 from bot.discord_app.display import defuse, quoted
 from bot.discord_app.queue import position_text
@@ -78,6 +78,17 @@ def source_line(c: Citation) -> str:
         parts.append(f"[jump]({c.jump_url})")
     quote = quoted(_clip(" ".join(c.quote.split()), QUOTE_CHARS))
     return " · ".join(parts) + (f"\n> {quote}" if quote else "")
+
+
+def lead_line(c: Citation) -> str:
+    """The reader's verbatim evidence, shown as what it is: *Title*, Section: “…” [n]."""
+    title = quoted(c.chunk.title or c.chunk.source or "untitled")
+    where = f", {quoted(c.chunk.where)}" if c.chunk.where and c.chunk.where != c.chunk.title else ""
+    return f"*{title}*{where}: “{quoted(_clip(' '.join(c.quote.split()), QUOTE_CHARS))}” [{c.number}]"
+
+
+URGENT_GAP = 0.25  # seconds: the evidence's edit may follow the acknowledgement this soon
+PHRASING = "-# ✍️ the model is phrasing an answer from this evidence; it is shown only if it passes the checks"
 
 
 def sources_embed(answer: Answer) -> discord.Embed | None:
@@ -185,6 +196,9 @@ class StreamingReply:
         self._last_apply = -math.inf
         self.broken = False  # a message vanished or Discord refused it: stop editing
         self.answer: Answer | None = None
+        self._lead = ""  # the reader's evidence, shown from retrieval on
+        self._urgent = False  # the next edit skips the throttle (the evidence must not wait)
+        self.lead_shown_at: float | None = None  # when the evidence reached Discord (benchmarks)
 
     # -- feeding ----------------------------------------------------------------------------
     async def start(self, status: str = "⏳ queued") -> None:
@@ -206,12 +220,20 @@ class StreamingReply:
             self._text += text
             self._changed.set()
 
+    def set_lead(self, lead: Citation) -> None:
+        """Show the evidence now, ahead of the model's first token."""
+        self._lead = lead_line(lead)
+        self._urgent = True
+        self._changed.set()
+
     async def consume(self, events: AsyncIterator[AnswerEvent]) -> Answer:
         """Show the events of one answer or summary, then its final form."""
         answer: Answer | None = None
         async for event in events:
             if isinstance(event, Token):
                 self.add(event.text)
+            elif isinstance(event, Evidence):
+                self.set_lead(event.lead)
             elif isinstance(event, Completed):
                 answer = event.answer
         if answer is None:
@@ -245,10 +267,14 @@ class StreamingReply:
         if answer.status == "failed":
             return [(f"⚠️ {sanitize(answer.note or 'the model failed; try again')}", [])]
         if answer.status == "declined":
-            body = answer.note
+            body = sanitize(answer.note)
+        elif answer.lead is not None and answer.led_by == "model":
+            body = f"{sanitize(answer.text.strip())}\n> {lead_line(answer.lead)}"
+        elif answer.lead is not None:
+            body = lead_line(answer.lead)
         else:
-            body = answer.text.strip() or "(The model gave no answer; try rephrasing the question.)"
-        pieces = split_text(sanitize(body))
+            body = sanitize(answer.text.strip() or "(The model gave no answer; try rephrasing the question.)")
+        pieces = split_text(body)
         tail = []
         if answer.note and answer.status != "declined":
             mark = "⚠️ " if answer.status == "cautious" else ""
@@ -258,6 +284,9 @@ class StreamingReply:
         return self._pages(pieces, "\n".join(tail), [embed] if embed else [])
 
     def _render_streaming(self) -> list[Page]:
+        if self._lead:
+            text = f"{PHRASING}\n{sanitize(self._text)}" if self._text.strip() else ""
+            return self._pages(split_text(f"{self._lead}\n\n{text}".strip()), f"-# {self._status}", [])
         pieces = split_text(sanitize(self._text)) if self._text else [""]
         return self._pages(pieces, f"-# {self._status}", [])
 
@@ -282,12 +311,17 @@ class StreamingReply:
             if self._finishing:
                 break
             wait = self._last_apply + self.interval - self._clock()
+            if self._urgent:  # the evidence: as soon as Discord's edit limit allows (5 edits / 5 s a message)
+                wait = self._last_apply + min(self.interval, URGENT_GAP) - self._clock()
             if wait > 0:
                 await asyncio.sleep(wait)
                 if self._finishing:
                     break
             self._changed.clear()
+            urgent, self._urgent = self._urgent, False
             await self._apply()
+            if urgent and self.lead_shown_at is None and not self.broken:
+                self.lead_shown_at = self._clock()
 
     async def _apply(self) -> None:
         if self.broken:

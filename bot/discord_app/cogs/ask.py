@@ -34,8 +34,11 @@ def question_text(message: discord.Message, bot_id: int) -> str:
 
 
 def answer_text(message: discord.Message) -> str:
-    """An answer message without its status lines (header, "done", notes)."""
-    return _STATUS_LINE.sub("", message.content).strip()
+    """An answer message without its status lines (header, "done", notes), and without the
+    evidence quote under a model-written answer (the answer itself is the turn)."""
+    text = _STATUS_LINE.sub("", message.content).strip()
+    answer, quote, _ = text.partition("\n> *")
+    return answer.strip() if quote and answer.strip() else text
 
 
 def thread_name(question: str) -> str:
