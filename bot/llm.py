@@ -11,13 +11,12 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 log = logging.getLogger(__name__)
 
@@ -194,46 +193,96 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> list[int]:
     return list(a[:n])
 
 
-class OpenAICompatLLM:
-    """Streams from an OpenAI-compatible chat-completions endpoint (server-sent events)."""
+CUT = "the model server cut the answer off"
 
-    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 120.0) -> None:
-        import httpx
+
+class LLMUnavailable(LLMError):
+    """The model server could not give an answer now (down, failing, too slow, cut off): worth a retry later."""
+
+
+class OpenAICompatLLM:
+    """Streams from an OpenAI-compatible chat-completions server through the official `openai` SDK.
+
+    The SDK retries what is worth retrying before the answer starts (connection errors,
+    timeouts, HTTP 408/409/429/5xx, with backoff); `timeout` bounds the wait for each
+    byte, so a server that stalls mid-answer is abandoned too. Every failure becomes an
+    `LLMError` whose message is short and safe to show (no URL, no key); the log gets
+    the server's URL and the cause.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 1,
+    ) -> None:
+        import openai
 
         self.name = f"{model} @ {base_url}"
         self.model = model
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        self.base_url = base_url
+        self.timeout = timeout
+        self._client = openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key or "unused",  # the SDK insists on a key; servers without auth ignore it
+            timeout=openai.Timeout(timeout, connect=min(timeout, 10.0)),
+            max_retries=max_retries,
+        )
 
     def stream(self, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
-        import httpx
+        import openai
 
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
-            "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "seed": params.seed,
-            "stream": True,
-        }
-        if params.stop:
-            body["stop"] = list(params.stop)[:4]  # the OpenAI API accepts at most four
+        started = False
         try:
-            with self._client.stream("POST", "/chat/completions", json=body) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise LLMError(f"LLM server answered {response.status_code}: {response.text[:200]}")
-                for line in response.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    event = json.loads(data)
-                    choices = event.get("choices") or []
-                    text = (choices[0].get("delta") or {}).get("content") if choices else None
-                    if text:
-                        yield text
-        except httpx.HTTPError as exc:
-            raise LLMError(f"LLM server unreachable at {self._client.base_url}: {exc}") from exc
+            response = self._client.chat.completions.create(
+                model=self.model,
+                messages=cast(Any, [{"role": m.role, "content": m.content} for m in messages]),
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                seed=params.seed,
+                stop=list(params.stop)[:4] if params.stop else openai.omit,  # the API accepts at most four
+                stream=True,
+            )
+            started = True
+            finished = False
+            with response:  # closes the connection when the reader stops early: the server stops generating
+                for chunk in response:
+                    for choice in chunk.choices:
+                        finished = finished or choice.finish_reason is not None
+                        if choice.delta is not None and choice.delta.content:
+                            yield choice.delta.content
+            if not finished:  # every server ends an answer with a finish reason ("stop", "length"): this one broke
+                log.warning("model server %s closed the stream without a finish reason", self.base_url)
+                raise LLMUnavailable(CUT)
+        except LLMError:
+            raise
+        except openai.OpenAIError as exc:  # the SDK wraps transport errors, also those while streaming
+            raise self._error(exc, started) from exc
+
+    def _error(self, exc: Exception, started: bool) -> LLMError:
+        import openai
+
+        log.warning("model server %s failed (%s): %s", self.base_url, type(exc).__name__, exc)
+        if started:  # the answer had begun: the connection broke, stalled or the server sent an error event
+            if isinstance(exc, openai.APITimeoutError):
+                return LLMUnavailable(f"the model server stopped answering for {self.timeout:g} s")
+            return LLMUnavailable(CUT)
+        if isinstance(exc, openai.APITimeoutError):  # a subclass of APIConnectionError: first
+            return LLMUnavailable(f"the model server did not answer within {self.timeout:g} s")
+        if isinstance(exc, openai.APIConnectionError):
+            return LLMUnavailable("the model server is unreachable")
+        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+            return LLMError(f"the model server refused the bot's API key (HTTP {exc.status_code})")
+        if isinstance(exc, openai.NotFoundError):
+            return LLMError("the model server does not know the configured model or path (HTTP 404)")
+        if isinstance(exc, openai.RateLimitError):
+            return LLMUnavailable("the model server is busy (HTTP 429)")
+        if isinstance(exc, openai.APIStatusError):
+            if exc.status_code >= 500:
+                return LLMUnavailable(f"the model server failed (HTTP {exc.status_code})")
+            return LLMError(f"the model server rejected the request (HTTP {exc.status_code})")
+        return LLMUnavailable("the model server failed")

@@ -140,7 +140,15 @@ class Settings(BaseSettings):
         None, description="API key for the OpenAI-compatible server, if it wants one."
     )
     llm_timeout: float = Field(
-        120.0, description="Seconds before a request to the OpenAI-compatible server is abandoned."
+        120.0,
+        description="Seconds the OpenAI-compatible server may stay silent (before its first token or between two) "
+        "before the request is abandoned; connecting waits at most 10.",
+    )
+    llm_retries: int = Field(
+        1,
+        ge=0,
+        description="Retries, with backoff, of a request to the OpenAI-compatible server that failed before the "
+        "answer began (unreachable, timed out, HTTP 429 or 5xx).",
     )
 
     # --- discord -----------------------------------------------------------------
