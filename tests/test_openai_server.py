@@ -341,6 +341,7 @@ def test_a_failing_server_gives_the_quote_and_the_bot_recovers(stub, tmp_path: P
     broken = service.ask("guild", QUESTION)
     assert broken.status != "failed" and broken.led_by == "quote"
     assert broken.rejected == "the model failed"
+    assert "model failed" in broken.note  # the member is told why the quote leads
     assert "DISCORD_TOKEN environment variable" in broken.reply  # the verbatim evidence still answers
     assert len(stub.requests) == 1
 
