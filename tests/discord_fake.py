@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import re
 import time
 from collections import defaultdict
@@ -53,6 +54,17 @@ class Call:
     json: Any
     status: int = 0
     at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Fault:
+    """The next matching REST calls get these statuses instead of an answer (429s carry Retry-After)."""
+
+    method: str
+    pattern: str  # re.search on the path below /api/v10
+    statuses: list[int]
+    retry_after: float = 0.05
+    served: int = 0
 
 
 @dataclass
@@ -119,6 +131,8 @@ class FakeDiscord:
         self.rejected: list[Call] = []  # 4xx answers other than 429
         self.heartbeats: list[float] = []
         self.identified: list[dict[str, Any]] = []
+        self.resumed: list[dict[str, Any]] = []  # RESUME payloads (op 6) received
+        self.faults: list[Fault] = []
         self._sockets: list[web.WebSocketResponse] = []
         self._seq = 0
         self._runner: web.AppRunner | None = None
@@ -506,6 +520,7 @@ class FakeDiscord:
                 self._sockets.append(ws)
                 await self._ready(ws)
             elif op == 6:
+                self.resumed.append(frame["d"])
                 self._sockets.append(ws)
                 self._seq += 1
                 await ws.send_str(json.dumps({"op": 0, "t": "RESUMED", "s": self._seq, "d": {}}))
@@ -706,7 +721,10 @@ class FakeDiscord:
             body = json.loads(str(form.get("payload_json") or "{}"))
         call = Call(request.method, path, dict(request.query), body)
         self.calls.append(call)
-        if (
+        fault = self._fault(request.method, path)
+        if fault is not None:
+            status, data, headers = fault
+        elif (
             request.headers.get("Authorization", "").startswith("Bot ")
             and request.headers["Authorization"] != f"Bot {self.token}"
         ):
@@ -723,6 +741,36 @@ class FakeDiscord:
         return web.Response(
             status=status, body=json.dumps(data).encode(), headers={"Content-Type": "application/json", **headers}
         )
+
+    def inject(self, method: str, pattern: str, statuses: Sequence[int], *, retry_after: float = 0.05) -> Fault:
+        """Answer the next len(statuses) `method` calls whose path matches `pattern` with those statuses."""
+        fault = Fault(method, pattern, list(statuses), retry_after)
+        self.faults.append(fault)
+        return fault
+
+    def _fault(self, method: str, path: str) -> tuple[int, Any, dict[str, str]] | None:
+        for fault in self.faults:
+            if fault.method == method and fault.statuses and re.search(fault.pattern, path):
+                status = fault.statuses.pop(0)
+                fault.served += 1
+                if status == 429:
+                    body = {"message": "You are being rate limited.", "retry_after": fault.retry_after, "global": False}
+                    headers = {
+                        "Via": "1.1 google",
+                        "Retry-After": str(max(1, math.ceil(fault.retry_after))),
+                        "X-RateLimit-Scope": "user",
+                    }
+                    return 429, body, headers
+                return status, {"code": 0, "message": f"{status}: fake server error"}, {}
+        return None
+
+    async def reconnect(self, *, close_code: int | None = None) -> None:
+        """Ask every gateway connection to reconnect (op 7), or drop it with `close_code`: discord.py RESUMEs."""
+        for ws in list(self._sockets):
+            if close_code is None:
+                await ws.send_str(json.dumps({"op": 7, "d": None}))
+            else:
+                await ws.close(code=close_code, message=b"fake gateway dropped the connection")
 
     async def _route(
         self, method: str, path: str, query: dict[str, str], body: dict[str, Any]

@@ -22,10 +22,12 @@ def answer_finished(messages: list[dict[str, Any]]) -> bool:
 async def running_bot(
     fake: FakeDiscord, settings: Any, service: Any, *, sync: bool = True, timeout: float = 10.0
 ) -> AsyncIterator[Any]:
-    """Start `RagBot` (real discord.py) against the fake; yield it once READY; close it after."""
+    """Start `RagBot` (real discord.py) against the fake; yield it once READY; close it after.
+
+    The bot points discord.py at the fake from its settings (DISCORD_API_BASE, DISCORD_GATEWAY_URL)
+    and puts the endpoints back when it closes."""
     from bot.discord_app.client import RagBot
 
-    fake.configure()  # remembers discord.py's endpoints; the bot points them here from settings at login
     bot = RagBot(settings, service=service, sync_commands=sync, guild_ready_timeout=0.05)
     task = asyncio.create_task(bot.start(fake.token))
     try:
@@ -36,7 +38,6 @@ async def running_bot(
     finally:
         await bot.close()
         await asyncio.gather(task, return_exceptions=True)
-        fake.restore()
 
 
 INTERVAL = 0.25  # tests edit 4x faster than the default 1 s, and the fake's edit limit is scaled to match

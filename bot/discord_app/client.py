@@ -33,12 +33,24 @@ COGS = (
 )
 
 
-def configure_endpoints(settings: Settings) -> None:
-    """Point discord.py at a Discord-compatible server instead of Discord (set before login)."""
+def configure_endpoints(settings: Settings) -> Callable[[], None]:
+    """Point discord.py at a Discord-compatible server instead of Discord (before login); returns the undo.
+
+    discord.py (2.7) has no per-client option for the REST base or the gateway URL: they are the
+    class attributes `Route.BASE` (also used by interaction webhooks) and
+    `DiscordWebSocket.DEFAULT_GATEWAY`. So they change only when the settings ask for it, and the
+    bot puts them back when it closes.
+    """
+    saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
     if settings.discord_api_base:
         discord.http.Route.BASE = settings.discord_api_base.rstrip("/")
     if settings.discord_gateway_url:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+    def restore() -> None:
+        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
+
+    return restore
 
 
 async def say(interaction: discord.Interaction, text: str, *, ephemeral: bool = False) -> None:
@@ -111,6 +123,7 @@ class RagBot(commands.Bot):
         self.uploads_per_user = RateLimiter(settings.upload_files_per_user_hour, window=3600.0)
         self.uploads_per_guild = RateLimiter(settings.upload_files_per_guild_hour, window=3600.0)
         self.started_at = time.monotonic()
+        self._restore_endpoints: Callable[[], None] | None = None
 
     @property
     def service(self) -> RagService:
@@ -120,7 +133,8 @@ class RagBot(commands.Bot):
 
     # -- lifecycle ------------------------------------------------------------------------
     async def login(self, token: str) -> None:
-        configure_endpoints(self.settings)
+        if self._restore_endpoints is None:
+            self._restore_endpoints = configure_endpoints(self.settings)
         await super().login(token)
 
     async def setup_hook(self) -> None:
@@ -152,6 +166,9 @@ class RagBot(commands.Bot):
     async def close(self) -> None:
         await self.queue.close()
         await super().close()
+        if self._restore_endpoints is not None:
+            self._restore_endpoints()
+            self._restore_endpoints = None
 
     async def on_message(self, message: discord.Message) -> None:
         """Owner text commands (`@bot sync`) run; everything else may be a question."""

@@ -31,6 +31,7 @@ MESSAGE_LIMIT = 2000
 BODY_LIMIT = 1850  # leaves room for the header and status lines
 EMBED_LIMIT = 4096
 DONE = "-# ✅ done"
+FINAL_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # between tries of an answer's final state (~1 min)
 
 
 def sanitize(text: str) -> str:
@@ -195,6 +196,7 @@ class StreamingReply:
         self._task: asyncio.Task[None] | None = None
         self._last_apply = -math.inf
         self.broken = False  # a message vanished or Discord refused it: stop editing
+        self.behind = False  # Discord failed the last update (429, 5xx): what is shown is not current
         self.answer: Answer | None = None
         self._lead = ""  # the reader's evidence, shown from retrieval on
         self._urgent = False  # the next edit skips the throttle (the evidence must not wait)
@@ -261,6 +263,13 @@ class StreamingReply:
         if wait > 0:
             await asyncio.sleep(wait)
         await self._apply()
+        for delay in FINAL_RETRY_DELAYS:  # the final state must land, or "writing…" stays for ever
+            if not self.behind or self.broken:
+                break
+            await asyncio.sleep(delay)
+            await self._apply()
+        if self.behind:
+            log.error("gave up showing the final state of an answer: Discord kept failing for a minute")
 
     # -- rendering ---------------------------------------------------------------------------
     def render_answer(self, answer: Answer) -> list[Page]:
@@ -327,6 +336,7 @@ class StreamingReply:
         if self.broken:
             return
         pages = self._final if self._final is not None else self._render_streaming()
+        self.behind = False
         try:
             for i, (content, embeds) in enumerate(pages):
                 shown = content + json.dumps([e.to_dict() for e in embeds], sort_keys=True)
@@ -350,8 +360,12 @@ class StreamingReply:
         except discord.NotFound:
             log.info("an answer message was deleted; no more edits to it")
             self.broken = True
-        except discord.HTTPException:
-            log.exception("Discord refused an answer update")
-            self.broken = True
+        except discord.HTTPException as exc:
+            if exc.status == 429 or exc.status >= 500:  # after discord.py's own retries: try again later
+                log.warning("Discord could not take an answer update (HTTP %s); trying again", exc.status)
+                self.behind = True
+            else:
+                log.exception("Discord refused an answer update")
+                self.broken = True
         finally:
             self._last_apply = self._clock()
