@@ -5,7 +5,11 @@
   and re-evaluates only the tokens after the longest common prefix, so the fixed
   system prompt, placed first, is paid once per process.
 - `OpenAICompatLLM`: any OpenAI-compatible `/v1/chat/completions` server (llama.cpp's
-  llama-server, vLLM, Ollama): the way out when one machine's CPU is not enough.
+  llama-server, llama-cpp-python's server, vLLM, Ollama) through the official `openai`
+  SDK: the way out when one machine's CPU is not enough.
+
+Both raise `LLMError` (`LLMUnavailable` when a later try may work) with a short message
+that is safe to show a user; the log gets the cause.
 """
 
 from __future__ import annotations
