@@ -137,7 +137,7 @@ async def test_attachment_size_is_checked_before_downloading_and_said_in_the_set
         big = w.fake.add_attachment(w.channel["id"], "big.txt", b"small really")
         big["size"] = 1536 * 1024  # declared 1.5 MB (the setting's MB: 1024 * 1024 bytes)
         report = await ingest_report(w, await w.command(w.admin, "ingest", {"file": big}))
-        assert "1.5 MB is over the 1 MB limit" in report["content"], report["content"]
+        assert "1.5 MB, over the 1 MB limit" in report["content"], report["content"]
         assert not w.fake.cdn_hits
 
 
@@ -167,3 +167,15 @@ async def test_one_servers_slow_ingest_does_not_hold_up_another(tmp_path):
             release.set()
         report = await ingest_report(w, first)
         assert "slow.md" in report["content"] and "added" in report["content"]
+
+
+async def test_an_unconfirmed_forget_expires_and_removes_nothing(tmp_path):
+    async with world(tmp_path, FakeLLM()) as w:
+        w.add_document("handbook.md", HANDBOOK)
+        [doc] = w.service.documents(w.namespace())
+        w.bot.get_cog("Documents").confirm_seconds = 0.5
+        prompt = await forget_prompt(w, w.admin, doc.doc_id)
+        assert prompt["components"]
+        await w.fake.wait_for(lambda: "not confirmed within 0.5 s" in prompt["content"], 5)
+        assert not prompt["components"]
+        assert len(w.service.documents(w.namespace())) == 1

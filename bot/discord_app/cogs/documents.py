@@ -16,6 +16,8 @@ from bot.discord_app.confirm import CONFIRM_SECONDS, ConfirmForget, describe, ex
 from bot.discord_app.display import quoted
 from bot.discord_app.errors import log_failure
 from bot.discord_app.streaming import NO_MENTIONS, InteractionTarget, StreamingReply
+from ingest.limits import check_declared_size
+from ingest.loaders import LoadError
 from store.protocol import STORE_OUTAGE_NOTICE, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -84,11 +86,13 @@ def result_row(filename: str, result: IngestResult) -> tuple[str, str, str, str]
     return filename, RESULT_WORDS.get(result.status, result.status), chunks, note[:120]
 
 
-def declared_size_refusal(size: int, settings: Settings) -> str:
-    """Why an attachment of `size` bytes (as Discord declares it) is refused, in the setting's MB; '' if not."""
-    if size <= settings.max_file_bytes:
-        return ""
-    return f"{size / (1024 * 1024):.1f} MB is over the {settings.max_file_mb:g} MB limit"
+def declared_size_refusal(attachment: discord.Attachment, settings: Settings) -> str:
+    """Why an attachment is refused from the size Discord declares, before downloading it ('' if it is not)."""
+    try:
+        check_declared_size(attachment.size, attachment.filename, settings.max_file_bytes)
+    except LoadError as exc:
+        return str(exc)
+    return ""
 
 
 class Documents(commands.Cog):
@@ -139,7 +143,7 @@ class Documents(commands.Cog):
     ) -> tuple[str, str, str, str]:
         service = self.bot.service
         name = attachment.filename
-        refusal = declared_size_refusal(attachment.size, service.settings)
+        refusal = declared_size_refusal(attachment, service.settings)
         if refusal:  # before downloading anything
             return name, "refused", "-", refusal
         writer.set_status(f"⏳ {step} downloading {name}…")

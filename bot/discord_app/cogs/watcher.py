@@ -89,7 +89,7 @@ class Watcher(commands.Cog):
         async with bot.ingest_lock(namespace):
             for attachment in message.attachments:
                 name = quoted(attachment.filename)
-                refusal = declared_size_refusal(attachment.size, service.settings)  # before downloading
+                refusal = declared_size_refusal(attachment, service.settings)  # before downloading
                 if not refusal and not admin:
                     refusal = self.upload_refusal(message.author.id, message.guild.id)
                 if refusal:
