@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import signal
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ingest.loaders import load_bytes
+from ingest.loaders import LoadError, load_bytes
 from store.types import LoadedDocument
 
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
 log = logging.getLogger(__name__)
+
+DEFAULT_PDF_TIMEOUT = 120.0  # seconds one PDF may take in the worker (RAGCORD_PDF_TIMEOUT)
 
 
 class PdfWorker:
@@ -23,78 +29,174 @@ class PdfWorker:
     the encoder more than the parsing itself costs. In a process it only takes a core's
     share. The process starts in the background (about a second: Python, then pypdf);
     PDFs met before it is up are parsed in the calling thread, when the encoder has
-    nothing to encode yet anyway. If the worker cannot start or dies, parsing goes back
-    to the calling thread for the rest of the run (as it is for small runs).
+    nothing to encode yet anyway.
+
+    The process also contains a PDF that crashes or stalls the parser: a PDF on which the
+    worker dies is refused ("the PDF parser crashed on this file") and never parsed again
+    here; one still unparsed after `timeout` seconds is refused and the worker killed.
+    Either way a new worker starts for the next PDF. If the worker cannot start (or dies
+    before it is up, or while idle), parsing goes back to the calling thread, as it is
+    for small runs.
+
+    `parse` is what the worker runs on each PDF (`load_bytes` by default); it must be an
+    importable module-level function, since the worker is a spawned process.
     """
 
-    def __init__(self) -> None:
-        self._pool: Any = None
-        self._ready: Future[None] | None = None
+    def __init__(
+        self, *, timeout: float = DEFAULT_PDF_TIMEOUT, parse: Callable[..., LoadedDocument] = load_bytes
+    ) -> None:
+        self.timeout = timeout
+        self.restarts = 0  # workers started again after a crash, a stall or an idle death
+        self._parse = parse
+        self._process: Any = None
+        self._conn: Any = None
+        self._up = False  # the worker said it is ready
         self._disabled = False
+        self._closed = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
         """Spawn the worker process now, without waiting for it."""
-        if self._pool is not None or self._disabled:
+        if self._process is not None or self._disabled or self._closed:
+            return
+        import multiprocessing
+
+        # spawn, not fork: this process runs torch and Chroma threads
+        context = multiprocessing.get_context("spawn")
+        try:
+            parent, child = context.Pipe()
+        except OSError as exc:
+            self._give_up(exc)
             return
         try:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            # spawn, not fork: this process runs torch and Chroma threads
-            self._pool = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(logging.getLogger().getEffectiveLevel(),),
+            level = logging.getLogger().getEffectiveLevel()
+            process = context.Process(
+                target=_serve, args=(child, level, self._parse), name="ragcord-pdf-worker", daemon=True
             )
-            self._ready = self._pool.submit(_warm_up)
-        except (OSError, ImportError, RuntimeError) as exc:
+            process.start()
+        except Exception as exc:  # OSError, a parse function that cannot be pickled, ...: no worker
+            parent.close()
             self._give_up(exc)
+            return
+        finally:
+            child.close()
+        self._process, self._conn, self._up = process, parent, False
+
+    def wait_until_ready(self, timeout: float | None = None) -> bool:
+        """Start the worker if needed and wait until it takes PDFs; False if it is not up by then."""
+        self.start()
+        return self._check_up(timeout)
 
     def load(self, data: bytes, filename: str, **kwargs: Any) -> LoadedDocument:
         head = data[:1024].lstrip(b"\x00\t\n\r\x0c ")
         if not (head.startswith(b"%PDF") or filename.lower().endswith(".pdf")):
             return load_bytes(data, filename, **kwargs)
-        from concurrent.futures.process import BrokenProcessPool
-
         self.start()
-        if self._disabled or self._ready is None or not self._ready.done():
-            return load_bytes(data, filename, **kwargs)
+        if not self._check_up(0):
+            return self._parse(data, filename, **kwargs)
+        process, conn = self._process, self._conn
+        if not process.is_alive():  # died while idle: not this PDF's doing
+            self._restart(f"the worker process exited while idle (exit code {process.exitcode})")
+            return self._parse(data, filename, **kwargs)
         try:
-            self._ready.result()  # re-raises what stopped the worker from starting
-            future = self._pool.submit(load_bytes, data, filename, **kwargs)
-        except (BrokenProcessPool, OSError, ImportError, RuntimeError) as exc:  # RuntimeError: pool shut down
-            self._give_up(exc)
-            return load_bytes(data, filename, **kwargs)
+            conn.send((data, filename, kwargs))
+        except (OSError, ValueError) as exc:  # the pipe broke before the PDF was handed over
+            self._restart(f"the worker process is unreachable ({exc})")
+            return self._parse(data, filename, **kwargs)
         try:
-            doc: LoadedDocument = future.result()
-        except (BrokenProcessPool, OSError, ImportError, AttributeError) as exc:
-            self._give_up(exc)
-            return load_bytes(data, filename, **kwargs)
+            answered = conn.poll(self.timeout)
+            reply = conn.recv() if answered else None
+        except (EOFError, OSError):  # the worker died while parsing this PDF
+            process.join(timeout=5)
+            self._restart(f"the worker process died parsing {filename} (exit code {process.exitcode})")
+            raise LoadError(f"{filename} was not indexed: the PDF parser crashed on this file") from None
+        if reply is None:
+            self._restart(f"{filename} was still being parsed after {self.timeout:g} s; the worker was stopped")
+            raise LoadError(
+                f"{filename} was not indexed: the PDF parser was still working on it after {self.timeout:g} s "
+                "(raise RAGCORD_PDF_TIMEOUT to allow more time)"
+            )
+        status, payload = reply
+        if status == "refused":
+            raise LoadError(payload)
+        doc: LoadedDocument = payload
         return doc
+
+    def _check_up(self, timeout: float | None) -> bool:
+        """Whether the worker is ready for PDFs; waits up to `timeout` seconds for its hello."""
+        if self._up:
+            return True
+        if self._disabled or self._conn is None:
+            return False
+        try:
+            if not self._conn.poll(timeout):
+                return False
+            self._conn.recv()
+        except (EOFError, OSError) as exc:  # died on its way up: this environment cannot run it
+            self._give_up(exc if str(exc) else RuntimeError("the worker process exited while starting"))
+            return False
+        self._up = True
+        return True
+
+    def _restart(self, why: str) -> None:
+        log.warning("PDF worker restarted: %s", why)
+        self._stop(kill=True)
+        if not self._closed:
+            self.restarts += 1
+            self.start()
 
     def _give_up(self, exc: BaseException) -> None:
         log.warning("PDF worker process unusable (%s); parsing PDFs in this process", exc)
-        self.close()
+        self._stop(kill=True)
         self._disabled = True
 
+    def _stop(self, *, kill: bool) -> None:
+        process, conn = self._process, self._conn
+        self._process, self._conn, self._up = None, None, False
+        if process is None:
+            return
+        if not kill and process.is_alive():
+            with contextlib.suppress(OSError, ValueError):
+                conn.send(None)  # asks the worker to exit
+            process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)
+        conn.close()
+
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-        self._ready = None
+        self._closed = True
+        self._stop(kill=False)
 
 
-def _warm_up() -> None:
-    """Run first in the worker: the imports a PDF needs, before the first PDF arrives."""
+def _serve(conn: Connection, level: int, parse: Callable[..., LoadedDocument]) -> None:
+    """The worker process: say hello once the imports are done, then parse what arrives."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it closes the worker
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import pypdf  # noqa: F401
 
     import ingest.loaders.pdf  # noqa: F401
 
-
-def _init_worker(level: int) -> None:
-    """The worker logs (pypdf's warnings among them) at the level the parent process does."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    conn.send(("ready", None))
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):  # the parent has gone
+            return
+        if request is None:
+            return
+        data, filename, kwargs = request
+        try:
+            reply: tuple[str, Any] = ("ok", parse(data, filename, **kwargs))
+        except LoadError as exc:
+            reply = ("refused", str(exc))
+        except Exception as exc:  # a parser bug must not take the run down: the file is refused
+            log.exception("PDF parser failed on %s", filename)
+            reply = ("refused", f"{filename} was not indexed: the PDF parser failed on it ({type(exc).__name__})")
+        conn.send(reply)
 
 
 class Prefetch:
