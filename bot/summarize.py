@@ -53,6 +53,7 @@ KEY_MIN_WORDS = 5  # shorter sentences (headings, "Yes.", list numbers) are not 
 CENTROID_TERMS = 30  # the document's most frequent terms (tf-idf) that make its lexical centroid
 MMR_LAMBDA = 0.7  # centrality against redundancy with the key sentences already picked
 MAX_EMBED = 256  # sentences embedded at most; a longer document is pre-selected lexically
+PROSE_ONLY = 0.5  # centrality factor for what is not prose: used when a window has nothing better
 
 EXTRACTIVE = "Key sentences chosen from the document: the model's summary did not pass the checks ({reason})."
 EXTRACTIVE_MODEL_FAILED = "Key sentences chosen from the document: the model failed to summarise it."
@@ -225,9 +226,12 @@ def check_summary(
 @dataclass(frozen=True, slots=True)
 class _Sentence:
     chunk: Chunk
-    text: str  # verbatim, whitespace collapsed
+    text: str  # verbatim, whitespace collapsed, without a leading list marker
     terms: tuple[str, ...]  # stemmed content words, with repeats
-    ended: bool  # ends like a sentence (not a heading, code line or cut-off fragment)
+    prose: bool  # ends like a sentence and is no table row (not a heading, code line or fragment)
+
+
+_LIST_MARKER = re.compile(r"^(?:[-*+•‣◦▪–]|\d{1,3}[.)]|\(\w{1,3}\))\s+")
 
 
 def _sentences(chunks: Sequence[Chunk]) -> list[_Sentence]:
@@ -236,12 +240,13 @@ def _sentences(chunks: Sequence[Chunk]) -> list[_Sentence]:
     seen: set[str] = set()
     for chunk in chunks:
         for sentence in split_sentences(chunk.text):
-            text = " ".join(sentence.split())
+            text = _LIST_MARKER.sub("", " ".join(sentence.split()))
             if not text or text in seen:
                 continue
             seen.add(text)
             ended = text.rstrip("\"')]”’»").endswith((".", "!", "?", "…", "。", "！", "？"))
-            out.append(_Sentence(chunk, text, tuple(stem(w) for w in content_words(text)), ended))
+            prose = ended and text.count("|") < 2
+            out.append(_Sentence(chunk, text, tuple(stem(w) for w in content_words(text)), prose))
     return out
 
 
@@ -254,8 +259,9 @@ def key_sentences(chunks: Sequence[Chunk], *, embed: Embed | None = None, count:
     sentences are cut into `count` consecutive windows and at most one is picked per
     window, greedily by MMR (centrality against similarity to those already picked).
     `count` defaults to about the square root of the number of sentences, 1 to
-    KEY_SENTENCES. Each quote is a verbatim sentence (whitespace collapsed); sentences
-    of fewer than KEY_MIN_WORDS words are used only when there is nothing else.
+    KEY_SENTENCES. Each quote is a verbatim sentence (whitespace collapsed, a list item's
+    marker left out); sentences of fewer than KEY_MIN_WORDS words are used only when there
+    is nothing else, and what is not prose (table rows, code lines, headings) counts PROSE_ONLY.
     Time: linear in the document's length (each sentence is compared with <= count others).
     """
     every = _sentences(chunks)
@@ -275,8 +281,8 @@ def key_sentences(chunks: Sequence[Chunk], *, embed: Embed | None = None, count:
             window = [window[i] for i in pool]
             central = scores
             similar = lambda i, j: float(vectors[i] @ vectors[j])  # noqa: E731
-    # headings, code lines and cut-off fragments rarely summarise anything
-    central = [c if s.ended else c * 0.8 for c, s in zip(central, sentences, strict=True)]
+    # headings, code lines, table rows and cut-off fragments rarely summarise anything
+    central = [c if s.prose else c - abs(c) * (1 - PROSE_ONLY) for c, s in zip(central, sentences, strict=True)]
     picked: list[int] = []
     for _ in range(k):
         taken = {window[j] for j in picked}

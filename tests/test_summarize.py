@@ -248,3 +248,19 @@ def test_document_summary_through_the_service_shows_the_models_backed_sentences(
     _, answer = collect(service.summarize_document_stream("default", "deploy.md"))
     assert answer.led_by == "model", answer
     assert re.search(r"DISCORD_TOKEN variable \[\d\]", answer.text)
+
+
+def test_key_sentences_prefer_prose_to_table_rows_and_code_and_drop_list_markers():
+    text = (
+        "The bot answers questions from the documents of each server.\n"
+        "- The bot answers questions in threads and keeps the thread as the conversation.\n"
+        "RAGCORD_BOT_ANSWERS=1 RAGCORD_BOT_QUESTIONS=documents server thread\n"
+        "`bot` | answers | questions | documents | server.\n"
+    )
+    chunks = [Chunk("d", 0, text, "Bot", "bot.md")]
+    keys = key_sentences(chunks, count=4)
+    quotes = [k.quote for k in keys]
+    assert "The bot answers questions in threads and keeps the thread as the conversation." in quotes
+    assert not any(q.startswith("- ") for q in quotes)
+    picked = key_sentences(chunks, count=1)[0].quote
+    assert "RAGCORD" not in picked and "|" not in picked
