@@ -29,7 +29,6 @@ from bot.citations import (
     attribute,
     cited_numbers,
     claims,
-    consulted,
     drop_unsupported,
     shorten,
     strip_invalid_markers,
@@ -58,6 +57,7 @@ PROSE_ONLY = 0.5  # centrality factor for what is not prose: used when a window 
 EXTRACTIVE = "Key sentences chosen from the document: the model's summary did not pass the checks ({reason})."
 EXTRACTIVE_MODEL_FAILED = "Key sentences chosen from the document: the model failed to summarise it."
 EXTRACTIVE_ONLY = "Key sentences chosen from the document."
+NOTHING = "There is nothing to summarise."
 
 
 class Summarizer:
@@ -100,7 +100,7 @@ class Summarizer:
         """Summarise `chunks` (in document order); the final pass streams."""
         answer = Answer(question=f"Summary of {title}" if title else "Summary", mode=self.mode)
         if not chunks:
-            answer.status, answer.note = "declined", "There is nothing to summarise."
+            answer.status, answer.note = "declined", NOTHING
             yield Completed(answer)
             return
         if self.mode == "extract" or self.llm is None:
@@ -154,12 +154,13 @@ class Summarizer:
     def _extractive(self, answer: Answer, chunks: Sequence[Chunk], *, reason: str, note: str) -> Answer:
         """The answer as an extractive summary: key sentences as bullet lines citing their locations."""
         keys = key_sentences(chunks, embed=self.embed)
-        answer.led_by, answer.rejected, answer.note = "quote", reason, note
-        answer.status = "answered"
+        answer.rejected = reason
+        if not keys:  # chunks of whitespace only
+            answer.status, answer.note = "declined", NOTHING
+            return answer
+        answer.led_by, answer.status, answer.note = "quote", "answered", note
         answer.citations = keys
         answer.text = "\n".join(f"• {c.quote} [{c.number}]" for c in keys)
-        if not keys:  # nothing but fragments: show the passages themselves
-            answer.consulted = consulted(chunks, [0.0] * len(chunks), "")
         return answer
 
     def _map(self, group: list[Chunk], title: str, focus: str) -> Chunk:

@@ -264,3 +264,12 @@ def test_key_sentences_prefer_prose_to_table_rows_and_code_and_drop_list_markers
     assert not any(q.startswith("- ") for q in quotes)
     picked = key_sentences(chunks, count=1)[0].quote
     assert "RAGCORD" not in picked and "|" not in picked
+
+
+def test_nothing_to_summarise_is_declined_not_an_empty_summary():
+    blank = [Chunk("d", 0, " \n\n ", "Blank", "b.md")]
+    for llm in (FakeLLM(default="The blank page is white [1]."), None):
+        _, answer = collect(Summarizer(llm).stream(blank, title="Blank"))
+        assert answer.status == "declined" and answer.note == "There is nothing to summarise.", llm
+    _, answer = collect(Summarizer(FakeLLM()).stream([], title="Blank"))
+    assert answer.status == "declined"
