@@ -76,7 +76,8 @@ class Committer:
             keep = {info.doc_id: info.chunk_ids for _, info in committed}
             self.store.delete_chunks(namespace, self.store.orphans(namespace, keep))
         except Exception:
-            log.warning("could not sweep old chunks; they stay invisible and are swept next time", exc_info=True)
+            log.warning("could not sweep old chunks; they stay invisible and the next writer sweeps", exc_info=True)
+            self.store.note_leftovers(namespace)
 
     def stage(self, namespace: str, p: Prepared, now: str, *, written: bool) -> DocumentInfo | None:
         """Write a document's new chunks (unless the batch write did) and its manifest record to be."""
@@ -114,5 +115,6 @@ class Committer:
             self.store.delete_chunks(namespace, [c.id for c in p.to_embed])
             self.store.restore_chunk_metadata(namespace, p.saved_metadata)
         except Exception:
-            log.exception("rollback of %s failed; leftovers are invisible and swept next time", info.source)
+            log.exception("rollback of %s failed; leftovers are invisible and the next writer sweeps", info.source)
+            self.store.note_leftovers(namespace)
         p.result.status, p.result.reason = "failed", f"store write failed: {exc}"

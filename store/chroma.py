@@ -74,6 +74,11 @@ class ChromaStore(ChromaBase):
             return nullcontext()
         return self._writer.hold(ns, recover=self._recover)
 
+    def note_leftovers(self, ns: str) -> None:
+        """A write left invisible chunks it could not remove (the store failed): the next writer sweeps."""
+        if self._writer is not None:
+            self._writer.mark_unclean()
+
     def _recover(self, namespaces: list[str]) -> None:
         targets = self.namespaces() if "*" in namespaces else namespaces
         for ns in targets:

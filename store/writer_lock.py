@@ -56,6 +56,11 @@ class WriterLock:
         finally:
             self._leave(ok)
 
+    def mark_unclean(self) -> None:
+        """Leave the crash mark when this process's writers are done: the next writer sweeps."""
+        with self._mutex:
+            self._failed = True
+
     def _enter(self, namespace: str, recover: Callable[[list[str]], None]) -> None:
         from filelock import Timeout
 

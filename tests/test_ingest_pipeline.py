@@ -400,3 +400,22 @@ def test_a_second_writer_waits_then_is_refused_with_what_to_do(service, docs_dir
         with pytest.raises(StoreBusy):
             other.ingestor.forget(NS, "whatever")
     assert {r.status for r in other.ingest_paths(NS, [docs_dir])} == {"added"}  # free again
+
+
+def test_old_chunks_a_failed_sweep_left_are_swept_by_the_next_writer(service, docs_dir, tmp_path, monkeypatch):
+    service.ingest_paths(NS, [docs_dir])
+    (docs_dir / "billing.txt").write_text("Invoices are now sent every Friday.\n")
+
+    def gone(*args, **kwargs):
+        raise RuntimeError("server gone")
+
+    monkeypatch.setattr(service.store, "orphans", gone)  # the sweep after the commit fails
+    assert statuses(service.ingest_paths(NS, [docs_dir]))["billing.txt"] == "updated"
+    monkeypatch.undo()
+    stored = set(service.store._chunks(NS).get(include=[])["ids"])
+    assert stored - service.store.live_ids(NS)  # the old version's chunks are still stored
+    other = tmp_path / "other.md"
+    other.write_text("# Other\n\nA note about shovels.\n")
+    service.ingest_paths(NS, [other])  # billing.txt is unchanged now: only a full sweep removes them
+    stored = set(service.store._chunks(NS).get(include=[])["ids"])
+    assert stored == service.store.live_ids(NS)  # was: kept until billing.txt changes again
