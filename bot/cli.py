@@ -279,7 +279,9 @@ def _store(settings: Settings):  # type: ignore[no-untyped-def]
             path=None if settings.chroma_host else settings.data_dir / "chroma",
             host=settings.chroma_host,
             port=settings.chroma_port,
-        )
+        ),
+        lock_dir=settings.data_dir,
+        writer_wait_s=settings.writer_wait_s,
     )
 
 
@@ -304,7 +306,8 @@ def cmd_forget(args: argparse.Namespace, settings: Settings, console: Console) -
 
     store = _store(settings)
     match = match_document(store.documents(settings.namespace), args.document)
-    removed = store.remove_document(settings.namespace, match.doc_id)
+    with store.writer(settings.namespace):  # one writer per data directory
+        removed = store.remove_document(settings.namespace, match.doc_id)
     if removed is None:
         raise DocumentNotFound(f"'{args.document}' was already removed")
     console.print(f"forgot '{removed.title}' ({removed.chunks} chunks)")

@@ -78,8 +78,8 @@ class Settings(BaseSettings):
         description=(
             "How the encoder runs: torch (sentence-transformers), onnx (onnxruntime: the same vectors, 1.1-1.4x "
             "faster here) or onnx-int8 (8-bit weights: about 2x faster, vectors about 0.99 cosine to torch's). "
-            "Exported once from the local model folder. Stored vectors are kept on a switch (close enough to mix); "
-            "ingest into a fresh RAGCORD_DATA_DIR for a uniform store."
+            "Exported once from the local model folder. Each namespace records the encoder of its vectors: after a "
+            "switch (or another RAGCORD_EMBED_MODEL) questions and ingests are refused until `ragcord reindex`."
         ),
     )
     embed_batch_size: int = Field(32, description="Texts per encoder batch.")
