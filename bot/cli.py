@@ -250,11 +250,14 @@ def _print_answer(console: Console, answer: Answer, *, streamed: str | None = No
     if answer.led_by == "model":
         console.print("\n[bold]Answer[/] [dim](checked against the quoted evidence)[/]")
         console.print(escape(answer.text), highlight=False, soft_wrap=True)
-    elif streamed:
+    elif answer.lead is None and answer.text:  # key sentences quoted from the document (an extractive summary)
+        console.print("\n[bold]Key sentences[/] [dim](quoted from the document)[/]")
+        console.print(escape(answer.text), highlight=False, soft_wrap=True)
+    elif streamed and answer.lead is not None:
         console.print("[dim]The model's phrasing above is not the answer; the quote is.[/]")
     if answer.note:
         console.print(f"[yellow]{escape(answer.note)}[/]")
-    groups = [("Sources", answer.citations), ("Also consulted", answer.consulted)]
+    groups = [("Sources", answer.citations), ("Also consulted" if answer.citations else "Sources", answer.consulted)]
     for heading, citations in groups:
         if citations:
             console.print(f"\n[bold]{heading}[/]")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 
 from bot.citations import MARKER_RE
 from store.text import words
@@ -58,7 +58,7 @@ def drop_repeated_sentences(text: str) -> str:
     return "".join(kept)
 
 
-def stop_when_repeating(pieces: Iterable[str]) -> Iterator[str]:
+def stop_when_repeating(pieces: Iterable[str]) -> Generator[str, None, None]:
     """Pass `pieces` through until a finished sentence repeats an earlier one, then stop
     (closing the model's stream, so it stops generating)."""
     stream = iter(pieces)
@@ -126,7 +126,7 @@ def stop_when_degenerate(pieces: Iterable[str], *, holdback_words: int = LOOP_WO
     The last `holdback_words` words are held back until more text follows, so the text
     passed on never includes the start of a loop: the reader never watches one grow.
     """
-    guarded = stop_when_repeating(pieces)  # closes the model's stream when it is closed
+    guarded: Generator[str, None, None] = stop_when_repeating(pieces)  # closing it closes the model's stream
     text, sent = "", 0
     try:
         for piece in guarded:

@@ -188,6 +188,11 @@ class RagService:
             selector=SentenceSelector(self.embedder.embed, weights=self.reader_weights),
         )
 
+    @property
+    def summarizer(self) -> Summarizer:
+        mode = self.settings.answer_mode
+        return Summarizer(None if mode == "extract" else self.llm, mode=mode)  # extract: the model is never loaded
+
     def ask_stream(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Iterator[AnswerEvent]:
         return self.answerer.stream(namespace, question, history)
 
@@ -197,7 +202,7 @@ class RagService:
     def summarize_document_stream(self, namespace: str, name: str) -> Iterator[AnswerEvent]:
         info = self.find_document(namespace, name)
         chunks = sorted(self.store.get_chunks(namespace, info.chunk_ids), key=lambda c: c.index)
-        return Summarizer(self.llm).stream(chunks, title=info.title)
+        return self.summarizer.stream(chunks, title=info.title)
 
     def summarize_texts_stream(self, items: Sequence[tuple[str, str, str]], title: str) -> Iterator[AnswerEvent]:
         """Summarise conversation messages: (author, text, jump url) in time order."""
@@ -213,7 +218,7 @@ class RagService:
             for i, (author, text, url) in enumerate(items)
             if text.strip()
         ]
-        return Summarizer(self.llm).stream(chunks, title=title)
+        return self.summarizer.stream(chunks, title=title)
 
     @staticmethod
     def collect(events: Iterator[AnswerEvent]) -> Answer:

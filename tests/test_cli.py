@@ -82,14 +82,13 @@ def test_bot_without_token_says_what_to_do(tmp_path):
     assert "DISCORD_TOKEN" in stdout + stderr
 
 
-def test_ask_prints_the_checked_answer_when_checking_changed_the_stream(service, docs_dir, fake_llm, monkeypatch):
+def test_ask_prints_the_evidence_first_then_the_checked_answer(service, docs_dir, fake_llm, monkeypatch):
     import argparse
     import io
 
     from rich.console import Console
 
     import bot.cli as cli
-    from tests.fakes import cite_first_passage
 
     service.ingest_paths("default", [docs_dir])
     monkeypatch.setattr(cli, "_service", lambda settings: service)
@@ -99,11 +98,14 @@ def test_ask_prints_the_checked_answer_when_checking_changed_the_stream(service,
     fake_llm.replies = ["Refunds take ten business days [9]."]
     assert cli.cmd_ask(args, service.settings, console) == 0
     out = console.file.getvalue()
-    streamed, checked = out.split("Checked answer", 1)
+    lead, rest = out.split("the model's phrasing (checking…):", 1)
+    assert '"Invoices are sent on the first Monday of every month. Refunds take ten business days." [1]' in lead
+    streamed, checked = rest.split("\nAnswer", 1)
     assert "[9]" in streamed  # what the model wrote, as it streamed
-    assert "Refunds take ten business days" in checked and "[9]" not in checked.split("Sources")[0]
+    assert "Refunds take ten business days. [1]" in checked and "[9]" not in checked.split("Sources")[0]
 
-    fake_llm.replies = [cite_first_passage]  # a correctly cited sentence: nothing to change, no second copy
+    fake_llm.replies = ["Invoices are sent every month. [1]"]  # backed, but not what was asked
     console = Console(file=io.StringIO(), width=200)
     cli.cmd_ask(args, service.settings, console)
-    assert "Checked answer" not in console.file.getvalue()
+    out = console.file.getvalue()
+    assert "\nAnswer" not in out and "The model's phrasing above is not the answer; the quote is." in out

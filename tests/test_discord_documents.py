@@ -143,7 +143,10 @@ async def test_sources_pages(tmp_path):
 
 
 async def test_summarize_document_and_channel(tmp_path):
-    llm = FakeLLM(["The handbook covers laptops and office hours. [1]", "People discussed the launch date. [2]"])
+    # a channel summary must be backed by the messages: "People discussed the launch date" is backed by none
+    llm = FakeLLM(
+        ["The handbook covers laptops and office hours. [1]", "They will launch on Friday after the review [2]."]
+    )
     async with world(tmp_path, llm) as w:
         w.add_document("handbook.md", HANDBOOK)
         choices = await w.fake.autocomplete(w.channel, w.alice, "summarize", {"document": "Hand"}, "document")
@@ -161,7 +164,7 @@ async def test_summarize_document_and_channel(tmp_path):
             await w.fake.user_message(w.channel, user, text)
         inter = await w.command(w.alice, "summarize", {"scope": "channel", "messages": 10})
         [summary] = await w.reply(inter)
-        assert "launch date" in summary["content"]
+        assert "launch on Friday after the review" in summary["content"]
         prompt = llm.last_prompt
         assert "Shall we launch on Friday?" in prompt and "book the review for Thursday" in prompt
         assert "laptops and office hours" not in prompt  # the bot's own messages are not summarised
