@@ -1,13 +1,29 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from bot.service import RagService
 from bot.settings import Settings
 from store.chroma import ChromaLocation, ChromaStore
 from tests.fakes import FakeEmbedder, FakeLLM
+
+# Fuzz tests (tests/test_fuzz.py): "ci" keeps `make test` to a few seconds; a longer run:
+# HYPOTHESIS_PROFILE=long pytest tests/test_fuzz.py (or pytest --hypothesis-profile=long).
+for _name, _examples in (("ci", 25), ("long", 2500)):
+    hypothesis_settings.register_profile(
+        _name,
+        max_examples=_examples,
+        deadline=None,  # the machine is shared; time limits are the tests' own assertions
+        database=None,  # no .hypothesis/ folder in the work tree; failures print a reproduction blob
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 DOCS = {
     "deploy.md": "# Deploying\n\nThe bot runs on a single server. Start it with the command ragcord bot.\n\n"
