@@ -198,6 +198,6 @@ def _with_retries(store: _Guarded, run: Callable[[], R]) -> R:
         where = conn.location.describe
         hint = "Is `chroma run` up? Check CHROMA_HOST." if conn.location.host else "Check RAGCORD_DATA_DIR."
         raise StoreUnavailable(
-            f"the document store ({where}) is unreachable right now: {hint} "
+            f"the document store ({where}) is unreachable right now. {hint} "
             "ragcord reconnects by itself when it is back."
         ) from cause

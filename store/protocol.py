@@ -41,6 +41,8 @@ STORE_OUTAGE_NOTICE = "The document store is unreachable right now. Please try a
 class EncoderMismatch(StoreError):
     """The namespace was embedded by another encoder than the configured one."""
 
+    wrote_nothing = True  # a refusal before any write: no crash mark for the next writer
+
 
 class StoreBusy(StoreError):
     """Another process is writing to the same data directory."""

@@ -53,6 +53,9 @@ class WriterLock:
         try:
             yield
             ok = True
+        except BaseException as exc:
+            ok = getattr(exc, "wrote_nothing", False)
+            raise
         finally:
             self._leave(ok)
 

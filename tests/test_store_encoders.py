@@ -126,3 +126,14 @@ def test_an_emptied_namespace_takes_a_new_encoder(service, docs_dir, tmp_path):
     results = other.ingest_paths(NS, [docs_dir / "billing.txt"])
     assert [r.status for r in results] == ["added"]
     assert other.retriever.search(NS, "invoices monthly", 3)
+
+
+def test_a_refused_ingest_leaves_no_crash_mark(service, docs_dir, tmp_path, caplog):
+    service.ingest_paths(NS, [docs_dir])
+    other = other_service(tmp_path, renamed("other-model"))
+    with pytest.raises(EncoderMismatch):
+        other.ingest_paths(NS, [docs_dir])
+    assert not (tmp_path / "chroma" / "writer.dirty").exists()
+    with caplog.at_level("WARNING"):
+        other.reindex(NS)
+    assert "stopped half-way" not in caplog.text
