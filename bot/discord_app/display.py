@@ -16,7 +16,8 @@ A document (or a model repeating one) can say anything: "[click here](https://ev
 - a line starting like a heading or Discord's small status text (`#`, `-#`) is
   escaped, so a document cannot fake the bot's "done" line or shout;
 - `quoted` also escapes all Markdown (bold, spoilers, code, quotes), for quotes and
-  titles in embeds, which should read exactly as the document says.
+  titles (in embeds and in the evidence line of a message), which should read exactly
+  as the document says.
 
 Every pattern is linear in the text's length (character classes that exclude their
 own delimiters; no nested repetition).
@@ -25,8 +26,6 @@ own delimiters; no nested repetition).
 from __future__ import annotations
 
 import re
-
-import discord
 
 ZWSP = "\u200b"
 
@@ -39,7 +38,10 @@ _LEFTOVER_LINK = re.compile(r"\]\s*\(")
 _MENTION = re.compile(r"<(?=@|#\d|/[^\s<>]+:\d|id:)")
 _PING = re.compile(r"@(everyone|here)")
 _LINE_MARKUP = re.compile(r"^([ \t]*)(-#|#{1,3}(?=\s))", re.MULTILINE)
-_BARE_URL = re.compile(r"(?<![<\w/])(https?://[^\s<>]*[^\s<>.,;:!?)\]'\"*_~|`])")
+_MARKDOWN_CHAR = re.compile(r"(<https?://[^\s<>]+>)|([\\*_~|`])")
+_LINE_START_MARKUP = re.compile(r"^([ \t]*)(>|-#|#{1,3}(?=\s))", re.MULTILINE)
+_BARE_URL = re.compile(r"(?<![<\w/])https?://[^\s<>]+")  # one forward scan per URL: no backtracking
+_URL_TAIL = re.compile(r"[.,;:!?)\]'\"*_~|`]+$")  # punctuation after a URL belongs to the sentence
 
 
 def _unmask(match: re.Match[str]) -> str:
@@ -57,7 +59,14 @@ def unmask_links(text: str) -> str:
 
 def bracket_urls(text: str) -> str:
     """Bare `https://…` -> `<https://…>`: Discord shows the link but no preview (works in every message kind)."""
-    return _BARE_URL.sub(r"<\1>", text)
+
+    def bracket(match: re.Match[str]) -> str:
+        url = match.group(0)
+        tail = _URL_TAIL.search(url)
+        cut = tail.start() if tail else len(url)
+        return f"<{url[:cut]}>{url[cut:]}" if cut > len("https://") else url
+
+    return _BARE_URL.sub(bracket, text)
 
 
 def neutralise_mentions(text: str) -> str:
@@ -74,6 +83,14 @@ def defuse(text: str) -> str:
     return _LINE_MARKUP.sub(r"\1\\\2", text)
 
 
+def escape_markdown(text: str) -> str:
+    """Every Markdown character shown as typed (`*`, `_`, `~`, `|`, `` ` ``, `\\`; `>`, `#`, `-#` starting a line),
+    URLs in angle brackets left whole. discord.utils.escape_markdown is quadratic on `[`, `<` runs."""
+    text = _MARKDOWN_CHAR.sub(lambda m: m.group(1) or "\\" + m.group(2), text)
+    return _LINE_START_MARKUP.sub(r"\1\\\2", text)
+
+
 def quoted(text: str) -> str:
-    """Document text for an embed (quotes, titles, sections): `defuse` plus every Markdown character escaped."""
-    return discord.utils.escape_markdown(neutralise_mentions(unmask_links(text)))
+    """Document text for an embed or the evidence line (quotes, titles, sections): `defuse`, and every
+    Markdown character escaped."""
+    return escape_markdown(neutralise_mentions(bracket_urls(unmask_links(text))))
