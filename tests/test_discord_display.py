@@ -62,3 +62,10 @@ def test_linear_in_the_texts_length(unit):
     small, big = min(cost(16_000) for _ in range(3)), min(cost(64_000) for _ in range(3))
     assert big < 0.5, big
     assert big < 10 * max(small, 0.002), (small, big)
+
+
+def test_ingest_report_cells_cannot_close_its_code_block():
+    from bot.discord_app.cogs.documents import result_table
+
+    table = result_table([("x```@everyone [a](https://e.example)```.md", "refused", "-", "bad ``` note")])
+    assert table.count("```") == 2 and table.startswith("```\n") and table.endswith("\n```")
