@@ -304,7 +304,7 @@ def check_answer(question: str, text: str, citations: Sequence[Citation], lead: 
     have = terms(f"{lead.chunk.title} {lead.chunk.section} {lead.text}")
     if len(claim & have) / len(claim) < GROUNDED:
         return "not grounded in the evidence that answers the question"
-    novel = terms(lead.text) - terms(question)
+    novel = terms(lead.core or lead.text) - terms(question)  # the best sentence's, not its neighbour's
     if novel and len(claim & novel) < NOVEL_TERMS:
         return "it does not answer the question"
     if not backs(cited, lead.chunk):

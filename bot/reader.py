@@ -71,6 +71,7 @@ class Lead:
     score: float
     lexical: float
     dense: float
+    core: str = ""  # the best sentence alone (the text is it with a neighbour, or the same)
 
 
 def collapse(text: str) -> str:
@@ -152,4 +153,4 @@ class SentenceSelector:
             neighbour = None
         if neighbour is not None and len(text) + len(neighbour.text) + 1 <= LEAD_CHARS - TITLE_ROOM:
             text = f"{text} {neighbour.text}" if neighbour is after else f"{neighbour.text} {text}"
-        return Lead(best.number, chunk, text, best.score, best.lexical, best.dense)
+        return Lead(best.number, chunk, text, best.score, best.lexical, best.dense, best.text)

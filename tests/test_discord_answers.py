@@ -12,7 +12,7 @@ from bot.answer import Turn
 from bot.discord_app.queue import STOPPED_NOTE
 from bot.llm import Message
 from tests.discord_harness import EPHEMERAL, INTERVAL, message_payloads, world
-from tests.fakes import FakeLLM, cite_first_passage
+from tests.fakes import FakeLLM
 
 DEPLOY = (
     "# Deploying\n\nThe bot runs on a single server. Start it with the command ragcord bot.\n\n"
@@ -25,7 +25,7 @@ def cited_sentences(times: int) -> object:
     numbered, since a sentence said twice ends the answer."""
 
     def reply(messages: Sequence[Message]) -> str:
-        first = cite_first_passage(messages)
+        first = "Start it with the command ragcord bot. [1]"  # answers "How do I start the bot?"
         # distinct words in every step: a phrase said twice is a loop, and loops are cut
         return " ".join(
             [f"Step 1: {first}"] + [f"Step {i + 1} then checks item {i + 1} carefully." for i in range(1, times)]
@@ -53,7 +53,7 @@ async def test_mention_streams_answer_with_sources(tmp_path):
         mid = int(final["id"])
         assert len(w.fake.edits[mid]) >= 3  # streamed: several throttled edits
         assert "✅ done" in final["content"]
-        assert final["content"].startswith("Step 1: The bot runs on a single server. [1]")
+        assert final["content"].startswith("Step 1: Start it with the command ragcord bot. [1]")
         assert "writing…" not in final["content"]
         [embed] = final["embeds"]
         assert embed["title"] == "Sources"
@@ -206,7 +206,7 @@ async def test_stopping_the_bot_tells_the_questions_it_holds_to_ask_again(tmp_pa
             replies = w.fake.replies_to(question)
             return replies[-1]["content"] if replies else ""
 
-        await w.fake.wait_for(lambda: "single server. [1]" in shown(writing) and "ahead of you" in shown(queued))
+        await w.fake.wait_for(lambda: "ragcord bot. [1]" in shown(writing) and "ahead of you" in shown(queued))
         await asyncio.wait_for(w.bot.close(), 10)  # what Ctrl-C and SIGTERM do
 
         for question in (writing, queued):
