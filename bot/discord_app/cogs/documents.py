@@ -70,9 +70,9 @@ def result_table(rows: list[tuple[str, str, str, str]]) -> str:
     width = min(max(len(r[0]) for r in [head, *rows]), 28)
 
     def line(r: tuple[str, str, str, str]) -> str:
-        r = tuple(cell.replace("`", "'") for cell in r)  # type: ignore[assignment]  # no cell closes the block
-        name = r[0] if len(r[0]) <= width else r[0][: width - 1] + "…"
-        return f"{name:<{width}}  {r[1]:<9} {r[2]:>6}  {r[3]}".rstrip()
+        file, result, chunks, note = (cell.replace("`", "'") for cell in r)  # no cell closes the code block
+        name = file if len(file) <= width else file[: width - 1] + "…"
+        return f"{name:<{width}}  {result:<9} {chunks:>6}  {note}".rstrip()
 
     return "```\n" + "\n".join(line(r) for r in [head, *rows]) + "\n```"
 
