@@ -82,7 +82,7 @@ def split_sections(text: str) -> tuple[list[Section], str]:
         log.info("markdown nested more than %d levels deep: read as plain text", _MAX_NESTING)
         body = _BLANK_LINES.sub("\n\n", text).strip("\n")
         return ([Section(body)] if body.strip() else []), ""
-    return _Renderer().render(tokens)
+    return _Renderer(text.count("\n") + (not text.endswith("\n"))).render(tokens)
 
 
 _PARSER: MarkdownIt | None = None
@@ -121,7 +121,8 @@ def _shallow(rule: Callable[[StateInline, bool], bool]) -> Callable[[StateInline
 class _Renderer:
     """Walks markdown-it's block tokens, collecting each section's text blocks."""
 
-    def __init__(self) -> None:
+    def __init__(self, lines: int) -> None:
+        self.lines = lines  # of the source: an HTML block that ends with it may be unclosed
         self.sections = [_Section("")]
         self.path: list[tuple[int, str]] = []
         self.first_h1 = ""
@@ -147,7 +148,13 @@ class _Renderer:
             if kind in ("fence", "code_block"):
                 self._block(tok.content.rstrip("\n"))
             elif kind == "html_block":
-                self._block(_html_text(tok.content))
+                if tok.map and tok.map[1] >= self.lines and _unclosed_html(tok.content):
+                    # "<!--" or "<script>" never closed: CommonMark hides the rest of the file in it
+                    opener, _, rest = tok.content.partition("\n")
+                    self._block(_html_text(opener))
+                    self._block(rest.strip("\n"))
+                else:
+                    self._block(_html_text(tok.content))
             elif kind in ("bullet_list_open", "ordered_list_open"):
                 start = int(tok.attrGet("start") or 1) if kind == "ordered_list_open" else 1
                 self.lists.append(_List(kind == "ordered_list_open", start, tok.markup or "-"))
@@ -251,6 +258,20 @@ def _strip_heading_id(title: str) -> str:
         if at >= 0 and "}" not in title[at:-1]:
             return title[:at].rstrip()
     return title
+
+
+_HTML_RAW_OPENER = re.compile(r"[ \t]*<(script|pre|style|textarea)(?:[\s>]|$)", re.IGNORECASE)
+_HTML_CLOSERS = (("<!--", "-->"), ("<?", "?>"), ("<![CDATA[", "]]>"), ("<!", ">"))
+
+
+def _unclosed_html(block: str) -> bool:
+    """An HTML block whose comment, processing instruction or raw-text element never ends."""
+    head = block.lstrip(" \t")
+    for opener, closer in _HTML_CLOSERS:
+        if head.startswith(opener):
+            return closer not in head[len(opener) :]
+    raw = _HTML_RAW_OPENER.match(block)
+    return raw is not None and f"</{raw.group(1).lower()}" not in block.lower()
 
 
 def _html_text(markup: str) -> str:
