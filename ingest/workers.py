@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_PDF_TIMEOUT = 120.0  # seconds one PDF may take in the worker (RAGCORD_PDF_TIMEOUT)
+_RESTART_WAIT_S = 60.0
 
 
 class PdfWorker:
@@ -34,9 +35,10 @@ class PdfWorker:
     The process also contains a PDF that crashes or stalls the parser: a PDF on which the
     worker dies is refused ("the PDF parser crashed on this file") and never parsed again
     here; one still unparsed after `timeout` seconds is refused and the worker killed.
-    Either way a new worker starts for the next PDF. If the worker cannot start (or dies
-    before it is up, or while idle), parsing goes back to the calling thread, as it is
-    for small runs.
+    Either way a new worker starts, and the next PDF waits for it (up to a minute) rather
+    than being parsed here. If the worker cannot start or dies before it is up, parsing
+    goes back to the calling thread, as it is for small runs; one that died while idle is
+    restarted without blaming the PDF at hand.
 
     `parse` is what the worker runs on each PDF (`load_bytes` by default); it must be an
     importable module-level function, since the worker is a spawned process.
@@ -51,6 +53,10 @@ class PdfWorker:
         self._process: Any = None
         self._conn: Any = None
         self._up = False  # the worker said it is ready
+        # How long a PDF waits for the worker to come up: not at all for the first one (the
+        # encoder has nothing to do yet), up to a minute once a worker has had to be restarted,
+        # since PDFs that crash parsers tend to come in batches.
+        self._wait = 0.0
         self._disabled = False
         self._closed = False
 
@@ -95,12 +101,13 @@ class PdfWorker:
         if not (head.startswith(b"%PDF") or filename.lower().endswith(".pdf")):
             return load_bytes(data, filename, **kwargs)
         self.start()
-        if not self._check_up(0):
+        if not self._check_up(self._wait):
             return self._parse(data, filename, **kwargs)
+        if not self._process.is_alive():  # died while idle: not this PDF's doing
+            self._restart(f"the worker process exited while idle (exit code {self._process.exitcode})")
+            if not self._check_up(self._wait):
+                return self._parse(data, filename, **kwargs)
         process, conn = self._process, self._conn
-        if not process.is_alive():  # died while idle: not this PDF's doing
-            self._restart(f"the worker process exited while idle (exit code {process.exitcode})")
-            return self._parse(data, filename, **kwargs)
         try:
             conn.send((data, filename, kwargs))
         except (OSError, ValueError) as exc:  # the pipe broke before the PDF was handed over
@@ -146,6 +153,7 @@ class PdfWorker:
         self._stop(kill=True)
         if not self._closed:
             self.restarts += 1
+            self._wait = _RESTART_WAIT_S
             self.start()
 
     def _give_up(self, exc: BaseException) -> None:

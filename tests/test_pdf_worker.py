@@ -45,8 +45,7 @@ def test_a_pdf_that_kills_the_worker_is_refused_and_the_worker_restarts(worker: 
     with pytest.raises(LoadError) as info:
         parse(worker, "crash.pdf")  # today's code parsed it again here, in the bot's own process
     assert str(info.value) == "crash.pdf was not indexed: the PDF parser crashed on this file"
-    assert worker.restarts == 1
-    assert worker.wait_until_ready(UP) and worker.pid != first
+    assert worker.restarts == 1 and worker.pid != first
     assert parse(worker, "next.pdf").extra["parsed_by"] == str(worker.pid)
 
 
@@ -82,10 +81,18 @@ def test_a_worker_that_died_while_idle_is_not_blamed_on_the_next_pdf(worker: Pdf
     assert pid is not None
     os.kill(pid, 9)
     time.sleep(0.2)
-    doc = parse(worker, "innocent.pdf")  # parsed here while a new worker starts
-    assert doc.extra["parsed_by"] == str(os.getpid()) and worker.restarts == 1
-    assert worker.wait_until_ready(UP)
-    assert parse(worker, "later.pdf").extra["parsed_by"] == str(worker.pid)
+    doc = parse(worker, "innocent.pdf")  # not refused: it waits for a new worker
+    assert worker.restarts == 1 and worker.pid != pid
+    assert doc.extra["parsed_by"] == str(worker.pid)
+
+
+def test_after_a_crash_the_next_pdf_waits_for_the_new_worker(worker: PdfWorker) -> None:
+    with pytest.raises(LoadError, match="crashed"):
+        parse(worker, "crash-1.pdf")
+    with pytest.raises(LoadError, match="crashed"):  # would have killed this process if parsed here
+        parse(worker, "crash-2.pdf")
+    assert worker.restarts == 2
+    assert parse(worker, "fine.pdf").extra["parsed_by"] == str(worker.pid) != str(os.getpid())
 
 
 def test_before_the_worker_is_up_pdfs_are_parsed_here() -> None:
