@@ -188,10 +188,6 @@ class _VisibleText:
         self._sections.append((" > ".join(h for _, h in self._path if h), []))
 
     def finish(self) -> list[Section]:
-        if self._heading is not None:  # cannot happen with a tree, kept for safety
-            level, parts = self._heading
-            self._heading = None
-            self._start_section(level, _squash("".join(parts)))
         out = []
         for heading, parts in self._sections:
             text = _BOUNDARIES.sub(_boundary, "".join(parts))
