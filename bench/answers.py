@@ -173,13 +173,48 @@ def score_question(qa: dict[str, Any], answer: Answer, generated: bool) -> dict[
         "model_text": answer.model_text,
         "model_gold": contains(answer.model_text, gold) if answer.model_text else False,
         "rejected": answer.rejected,
+        "checked_text": answer.checked_text,
     }
+    if answer.lead is not None and answer.checked_text:
+        from bot.answer import check_answer, grounding, quote_line
+        from bot.citations import verify
+        from bot.reader import Lead
+
+        lead_ = Lead(answer.lead.number, answer.lead.chunk, answer.lead.quote, 0.0, 0.0, 0.0, answer.lead_core)
+        share, new = grounding(qa["question"], answer.checked_text, lead_)
+        _, cited = verify(answer.model_text, [h.chunk for h in answer.hits], [1.0] * len(answer.hits), qa["question"])
+        hard = check_answer(qa["question"], answer.checked_text, cited, lead_, grounded=0.0, novel_terms=0)
+        row |= {
+            "grounded": share,
+            "novel": new,
+            "hard_fail": hard,  # fails a check no threshold moves (degenerate, unbacked, no answer)
+            "gold_if_model": contains(f"{answer.checked_text}\n{quote_line(answer.lead)}"[:300], gold),
+            "gold_if_quote": contains(quote_line(answer.lead)[:300], gold),
+        }
     if generated:
         row["contained"] = contains(answer.model_text, gold)
         row["f1"] = token_f1(answer.model_text, gold)
         row["generate_ms"] = answer.timings.get("generate_ms", 0.0)
         row["model_cited"] = bool(answer.citations)
     return row
+
+
+def check_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """Replays the answer checks with other thresholds on the recorded model answers."""
+    out = []
+    answered = [r for r in rows if r["status"] in ("answered", "cautious")]
+    for grounded in (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0):
+        for novel in (0, 1, 2):
+            gold = led = wrong = 0
+            for r in answered:
+                model = "grounded" in r and not r["hard_fail"] and r["grounded"] >= grounded and r["novel"] >= novel
+                hit = r["gold_if_model"] if model else r.get("gold_if_quote", r["lead_gold"])
+                gold += hit
+                led += model
+                wrong += (not hit) and r["retrieved_gold"]
+            n = max(1, len(answered))
+            out.append([f"{grounded:.1f}", novel, gold / len(rows), led / len(rows), wrong / n])
+    return out
 
 
 def threshold_table(related: list[float], unrelated: list[float], current: float) -> list[list[Any]]:
@@ -293,6 +328,14 @@ def main(argv: list[str] | None = None) -> int:
     related_best = [r["best_dense"] for r in rows]
     thresholds = threshold_table(related_best, unrelated_best, s.min_score)
     print(table(["min_score", "answerable kept", "unrelated declined"], thresholds))
+    if generated:
+        print("\nwhat the relevance checks would give (lead contains gold / model leads / confidently wrong):")
+        print(
+            table(
+                ["grounded >=", "new terms >=", "lead contains gold", "model leads", "confidently wrong"],
+                check_table(rows),
+            )
+        )
     print(
         f"\n{summary['seconds_per_question']:.2f} s/question, retrieval {summary['retrieve_ms']:.0f} ms"
         + (f", generation {summary['generate_ms']:.0f} ms" if generated else "")

@@ -80,6 +80,8 @@ class Answer:
     model_text: str = ""  # what the model wrote (tidied), shown or not
     rejected: str = ""  # why the model's text does not lead ("" when it does, or no model ran)
     mode: AnswerMode = "auto"
+    checked_text: str = ""  # the model's text after the citation check (benchmarks replay the checks on it)
+    lead_core: str = ""  # the reader's best sentence (the lead may add its neighbour)
 
     @property
     def evidence(self) -> list[Citation]:
@@ -216,6 +218,7 @@ class Answerer:
         answer.timings["read_ms"] = (time.perf_counter() - t1) * 1000
         if lead is not None:
             answer.lead = Citation(lead.number, lead.chunk, lead.text, scores[lead.number - 1])
+            answer.lead_core = lead.core
             yield Evidence(answer.lead)
         answer.led_by = "quote"
 
@@ -260,6 +263,7 @@ class Answerer:
         answer.model_text = raw
         scores = [1.0] * len(chunks)
         text, citations = verify(raw, chunks, scores, answer.search_query)
+        answer.checked_text = text
         verdict = check_answer(question, text, citations, lead)
         if verdict and self.mode == "auto":
             answer.rejected = verdict
@@ -278,7 +282,27 @@ def _cited_hits(citations: list[Citation], answer: Answer) -> list[tuple[Citatio
     return [(c, answer.hits[c.number - 1]) for c in citations]
 
 
-def check_answer(question: str, text: str, citations: Sequence[Citation], lead: Lead | None) -> str:
+def grounding(question: str, text: str, lead: Lead) -> tuple[float, int]:
+    """(share of the cited sentences' content terms found in the lead evidence, how many of
+    the best sentence's terms that the question lacks they hold)."""
+    cited = " ".join(s for s in claims(text) if MARKER_RE.search(s)) or text
+    claim = terms(MARKER_RE.sub(" ", cited))
+    if not claim:
+        return 0.0, 0
+    have = terms(f"{lead.chunk.title} {lead.chunk.section} {lead.text}")
+    novel = terms(lead.core or lead.text) - terms(question)  # the best sentence's, not its neighbour's
+    return len(claim & have) / len(claim), len(claim & novel) if novel else NOVEL_TERMS
+
+
+def check_answer(
+    question: str,
+    text: str,
+    citations: Sequence[Citation],
+    lead: Lead | None,
+    *,
+    grounded: float = GROUNDED,
+    novel_terms: int = NOVEL_TERMS,
+) -> str:
     """Why the model's checked text must not lead the reply ("" when it may).
 
     - degenerate: a loop, an echoed passage list, a role label, or an "I don't know";
@@ -297,16 +321,14 @@ def check_answer(question: str, text: str, citations: Sequence[Citation], lead: 
         return "no sentence is backed by the passage it cites"
     if lead is None:
         return ""
-    cited = " ".join(s for s in claims(text) if MARKER_RE.search(s)) or text
-    claim = terms(MARKER_RE.sub(" ", cited))
-    if not claim:
+    share, new = grounding(question, text, lead)
+    if share == 0.0:
         return "no sentence is backed by the passage it cites"
-    have = terms(f"{lead.chunk.title} {lead.chunk.section} {lead.text}")
-    if len(claim & have) / len(claim) < GROUNDED:
+    if share < grounded:
         return "not grounded in the evidence that answers the question"
-    novel = terms(lead.core or lead.text) - terms(question)  # the best sentence's, not its neighbour's
-    if novel and len(claim & novel) < NOVEL_TERMS:
+    if new < novel_terms:
         return "it does not answer the question"
+    cited = " ".join(s for s in claims(text) if MARKER_RE.search(s)) or text
     if not backs(cited, lead.chunk):
         return "no sentence is backed by the passage it cites"
     return ""
