@@ -427,6 +427,12 @@ def test_html_implied_end_tag_closes_a_hidden_paragraph() -> None:
     assert [s.text for s in doc.sections] == ["- kept\n\nyes"]
 
 
+def test_html_title_in_the_body_is_the_title_not_text() -> None:
+    """Found by tests/test_fuzz.py: '<p><title><script>' gave the body text '<script>'."""
+    doc = load(b"<p>Body text.<title>The &lt;Title&gt;</title>", "t.html")
+    assert doc.title == "The <Title>" and [s.text for s in doc.sections] == ["Body text."]
+
+
 def test_html_deeply_nested_markup_loads() -> None:
     doc = load(b"<div>" * 20_000 + b"deep text" + b"</div>" * 20_000, "deep.html")
     assert doc.sections[0].text == "deep text"

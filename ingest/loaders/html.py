@@ -19,8 +19,8 @@ from store.types import LoadedDocument, Section
 if TYPE_CHECKING:
     from selectolax.lexbor import LexborNode
 
-_SKIP = frozenset(
-    {"head", "script", "style", "noscript", "template", "svg", "math", "iframe", "object", "canvas", "select"}
+_SKIP = frozenset(  # <title> is the document's title wherever it is, never body text
+    {"head", "title", "script", "style", "noscript", "template", "svg", "math", "iframe", "object", "canvas", "select"}
 )
 _BLOCK = frozenset(
     {
