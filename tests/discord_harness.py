@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from tests.discord_fake import EPHEMERAL, LOADING, FakeDiscord, FakeInteraction
 
-__all__ = ["EPHEMERAL", "INTERVAL", "World", "answer_finished", "message_payloads", "running_bot", "world"]
+__all__ = [
+    "EPHEMERAL",
+    "INTERVAL",
+    "World",
+    "answer_finished",
+    "message_payloads",
+    "running_bot",
+    "script_answers",
+    "world",
+]
 
 
 def answer_finished(messages: list[dict[str, Any]]) -> bool:
@@ -166,6 +176,22 @@ async def world(
     finally:
         store.close()
         await fake.close()
+
+
+def script_answers(service: Any, produce: Callable[[str], Iterator[Any]]) -> None:
+    """Answer every question with the events `produce(question)` yields (the Discord layer alone).
+
+    Replaces the service's answer entry points, whichever the bot calls: the one-shot stream, or
+    the two steps (retrieval, then the model's part in the queue)."""
+    service.ask_stream = lambda namespace, question, history=(): produce(question)
+    if hasattr(service, "prepare_answer"):
+        from bot.answer import Answer
+
+        def prepare(namespace: str, question: str, history: Any = ()) -> Any:
+            return SimpleNamespace(answer=Answer(question), done=False, question=question)
+
+        service.prepare_answer = prepare
+        service.finish_answer = lambda prepared: produce(prepared.question)
 
 
 def message_payloads(fake: FakeDiscord) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any
 import discord
 
 from bot.answer import Answer, AnswerEvent, Completed, Token
-from tests.discord_harness import World, answer_finished, world
+from tests.discord_harness import World, answer_finished, script_answers, world
 from tests.fakes import FakeLLM
 
 WORDS = " ".join(f"word{i}" for i in range(60))
@@ -34,7 +34,7 @@ def slow_answers(w: World, *, pace: float = 0.03) -> None:
             yield Token(piece)
         yield Completed(Answer(question, text=WORDS))
 
-    w.service.ask_stream = ask_stream
+    script_answers(w.service, lambda question: ask_stream("", question))
 
 
 async def finished(w: World, question: dict[str, Any], timeout: float = 40.0) -> dict[str, Any]:
@@ -56,7 +56,7 @@ async def started(w: World, question: dict[str, Any], word: str = "word5") -> No
 async def test_429_storms_mid_answer_still_end_done(tmp_path):
     rng = random.Random(12)
     failures = 0
-    async with world(tmp_path, FakeLLM()) as w:
+    async with world(tmp_path, FakeLLM(), rate_limit_per_minute=0) as w:
         slow_answers(w)
         for _ in range(TRIALS):
             question = await w.ask(w.alice, "Tell me the words")
@@ -77,7 +77,7 @@ async def test_429_storms_mid_answer_still_end_done(tmp_path):
 async def test_server_errors_on_create_and_edit_still_end_done(tmp_path):
     rng = random.Random(5)
     failures = 0
-    async with world(tmp_path, FakeLLM()) as w:
+    async with world(tmp_path, FakeLLM(), rate_limit_per_minute=0) as w:
         slow_answers(w)
         for _ in range(TRIALS):
             # 500/502/504 discord.py retries itself (1 s, then 3 s); 503 it raises at once
@@ -94,7 +94,7 @@ async def test_server_errors_on_create_and_edit_still_end_done(tmp_path):
 
 async def test_gateway_reconnect_and_drop_mid_answer_resume_and_the_answer_ends_done(tmp_path):
     rng = random.Random(7)
-    async with world(tmp_path, FakeLLM(), fake_options={"heartbeat_interval": 0.5}) as w:
+    async with world(tmp_path, FakeLLM(), rate_limit_per_minute=0, fake_options={"heartbeat_interval": 0.5}) as w:
         slow_answers(w)
         for trial in range(max(TRIALS, 3)):
             close_code = (None, 4000, 1001)[trial % 3]  # op 7 RECONNECT, a dropped connection, a server restart

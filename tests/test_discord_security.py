@@ -10,7 +10,7 @@ from typing import Any
 from bot.answer import Answer, AnswerEvent, Completed, Token
 from bot.citations import Citation
 from store.types import Chunk
-from tests.discord_harness import message_payloads, world
+from tests.discord_harness import message_payloads, script_answers, world
 from tests.fakes import FakeLLM
 
 INJECTED = (
@@ -62,7 +62,7 @@ async def test_injected_document_and_model_cannot_link_or_mention(tmp_path):
         w.add_document("login.md", INJECTED)
         question = await w.ask(w.alice, "How do I log in? Ask the admin")  # the real core, a model echoing
         await w.answer(question)
-        w.service.ask_stream = lambda namespace, q, history=(): scripted(q)  # the text reaches the display
+        script_answers(w.service, scripted)  # the text reaches the display, whatever the checks would keep
         [answer] = await w.answer(await w.ask(w.alice, "How do I log in?"))
         inter = await w.command(w.bob, "ask", {"question": "How do I log in?"})
         [reply] = await w.reply(inter)
@@ -121,18 +121,29 @@ async def test_slash_command_errors_show_a_reference_not_the_exception(tmp_path,
 async def test_generation_errors_show_a_reference_not_the_exception(tmp_path, caplog):
     async with world(tmp_path, FakeLLM()) as w:
 
-        def broken(namespace: str, question: str, history: Any = ()) -> Iterator[AnswerEvent]:
+        def broken(question: str) -> Iterator[AnswerEvent]:
             raise RuntimeError(f"LLM server unreachable: {SECRET}")
 
-        w.service.ask_stream = broken
+        script_answers(w.service, broken)
         [answer] = await w.answer(await w.ask(w.alice, "How do I log in?"))
         assert answer["content"].startswith("⚠️")
         assert_reference_logged(answer["content"], caplog)
+        caplog.clear()
+        if hasattr(w.service, "prepare_answer"):  # retrieval failing before the model's turn
+
+            def no_retrieval(namespace: str, question: str, history: Any = ()) -> Any:
+                raise RuntimeError(f"cannot query {SECRET}")
+
+            w.service.prepare_answer = no_retrieval
+            [answer] = await w.answer(await w.ask(w.carol, "How do I log in?"))
+            assert answer["content"].startswith("⚠️")
+            assert_reference_logged(answer["content"], caplog)
 
         async def exploding(*args: Any, **kwargs: Any) -> None:
             raise RuntimeError(f"boom in {SECRET}")
 
         w.bot.generate = exploding
+        w.bot.answer = exploding
         question = await w.ask(w.bob, "How do I log in?")
         await w.fake.wait_for(lambda: w.fake.replies_to(question))
         [reply] = w.fake.replies_to(question)
