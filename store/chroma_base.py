@@ -61,13 +61,14 @@ class ChromaBase:
         encoder: str | None = None,
         lock_dir: Path | None = None,
         writer_wait_s: float = 10.0,
+        request_timeout_s: float = 30.0,
     ) -> None:
         self.location = location
         self.refresh_interval = refresh_interval
         self.encoder = encoder
         self._lock = threading.RLock()
         self._depth = 0  # nesting of guarded calls (only the outermost retries)
-        self._conn = ChromaConnection(location)
+        self._conn = ChromaConnection(location, request_timeout_s=request_timeout_s)
         self._index: dict[str, IndexRecord] = {}
         self._generations: dict[str, str] = {}  # the generation this client is known to see
         self._checked_at: dict[str, float] = {}

@@ -79,8 +79,9 @@ def is_not_found(exc: BaseException) -> bool:
 class ChromaConnection:
     """Owns one chromadb client; `reopen` replaces only this client (never the process-wide cache)."""
 
-    def __init__(self, location: ChromaLocation) -> None:
+    def __init__(self, location: ChromaLocation, *, request_timeout_s: float = 30.0) -> None:
         self.location = location
+        self.request_timeout_s = request_timeout_s
         self.client: Any = None
         self.opened_at = 0.0
         self.broken = False
@@ -93,7 +94,9 @@ class ChromaConnection:
         try:
             if self.location.host:
                 host, port, ssl = parse_host(self.location.host, self.location.port)
+                self._probe(host, port, ssl)  # the client's constructor talks to the server with no timeout
                 client = chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=chroma_settings)
+                _bound_requests(client, self.request_timeout_s)
                 client.heartbeat()
             else:
                 assert self.location.path is not None
@@ -110,6 +113,14 @@ class ChromaConnection:
         self.opened_at = time.time()
         self.broken = False
 
+    def _probe(self, host: str, port: int, ssl: bool) -> None:
+        """A bounded heartbeat before chromadb's client (whose first requests wait for ever) is made."""
+        import httpx
+
+        url = f"{'https' if ssl else 'http'}://{host}:{port}/api/v2/heartbeat"
+        timeout = httpx.Timeout(self.request_timeout_s, connect=min(self.request_timeout_s, 3.0))
+        httpx.get(url, timeout=timeout)  # a transport error propagates; any HTTP answer means it is up
+
     def close(self) -> None:
         """Release this client. Chroma counts the clients of an embedded folder and stops its
         shared system with the last one, so this never disturbs another store in the process."""
@@ -124,6 +135,18 @@ class ChromaConnection:
     def reopen(self) -> None:
         self.close()
         self.open()
+
+
+def _bound_requests(client: Any, seconds: float) -> None:
+    """chromadb's HTTP client waits for ever (timeout=None): a stalled server would hang every
+    question. Bound each request, so a stall becomes an outage like a dead server."""
+    import httpx
+
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if isinstance(session, httpx.Client):
+        session.timeout = httpx.Timeout(seconds, connect=min(seconds, 3.0))
+    else:
+        log.debug("cannot bound the chroma client's requests (no httpx session found)")
 
 
 class _Guarded(Protocol):

@@ -61,8 +61,17 @@ class ChromaServer:
                 time.sleep(0.1)
         pytest.fail(f"chroma run did not start within {timeout:g} s")
 
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
             self.proc = None
@@ -117,3 +126,19 @@ def test_the_cli_says_the_store_is_unreachable_in_one_line(tmp_path, monkeypatch
     assert err.startswith("error:") and err.count("error:") == 1 and "Traceback" not in err
     assert "unreachable" in err or "cannot reach" in err
     assert "chroma run" in err
+
+
+def test_a_stalled_server_is_an_outage_too_not_a_hang(chroma_server, tmp_path, docs_dir):
+    """chromadb's client waits for ever; the store bounds each request (30 s by default, 1 s here)."""
+    svc = server_service(chroma_server, tmp_path)
+    svc.ingest_paths(NS, [docs_dir])
+    stalled = ChromaStore(ChromaLocation(host=chroma_server.url), request_timeout_s=1.0, refresh_interval=0.0)
+    chroma_server.pause()  # SIGSTOP: the port accepts connections, nothing answers
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            stalled.documents(NS)
+        assert time.monotonic() - started < 8
+    finally:
+        chroma_server.resume()
+    assert len(stalled.documents(NS)) == 3
