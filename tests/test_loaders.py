@@ -384,7 +384,7 @@ def test_markdown_adversarial_input_loads_in_linear_time(unit: str) -> None:
     assert small < 0.5, f"16 KB took {small:.2f} s"  # fails fast on a quadratic loader
     big = seconds(64 * 1024)
     assert big < 1.0, f"64 KB took {big:.2f} s"
-    assert big / max(small, 0.01) < 8, f"16 KB {small:.3f} s, 64 KB {big:.3f} s: not linear"
+    assert big / max(small, 0.05) < 8, f"16 KB {small:.3f} s, 64 KB {big:.3f} s: not linear"
 
 
 def test_markdown_lists_tables_links_and_raw_html() -> None:
