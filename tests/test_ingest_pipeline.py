@@ -256,30 +256,6 @@ def test_many_pdfs_ingest_whole_and_start_the_pdf_worker(service, tmp_path, monk
     assert started  # the worker was started (PDFs met before it is up are parsed here: next test)
 
 
-def test_pdf_worker_parses_in_the_calling_process_until_it_is_up_and_if_it_dies(tmp_path):
-    import os
-
-    from ingest.workers import PdfWorker
-    from tests.pdfgen import make_pdf
-
-    pdf = make_pdf(["Alpha page one.", "Bravo page two."])
-    worker = PdfWorker()
-    try:
-        first = worker.load(pdf, "a.pdf", max_bytes=1 << 20, source="a")  # starts the worker, parsed here meanwhile
-        assert [s.page for s in first.sections] == [1, 2]
-        assert worker._ready is not None
-        worker._ready.result(timeout=60)  # up: the next PDF goes to the worker process
-        pid = worker._pool.submit(os.getpid).result()
-        assert pid != os.getpid()
-        second = worker.load(pdf, "b.pdf", max_bytes=1 << 20, source="b")
-        assert second.sections[1].text == first.sections[1].text
-        os.kill(pid, 9)  # the worker dies: parsing comes back here for the rest of the run
-        third = worker.load(pdf, "c.pdf", max_bytes=1 << 20, source="c")
-        assert third.sections[0].text == "Alpha page one." and worker._disabled
-    finally:
-        worker.close()
-
-
 # -- defect 4: the size limit is checked before a file is read --------------------------------
 
 
