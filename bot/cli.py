@@ -283,7 +283,7 @@ def _store(settings: Settings):  # type: ignore[no-untyped-def]
             host=settings.chroma_host,
             port=settings.chroma_port,
         ),
-        lock_dir=settings.data_dir,
+        lock_dir=settings.data_dir if settings.chroma_host else None,  # embedded: the lock is in its folder
         writer_wait_s=settings.writer_wait_s,
     )
 

@@ -143,7 +143,9 @@ class RagService:
             host=settings.chroma_host,
             port=settings.chroma_port,
         )
-        store = ChromaStore(location, lock_dir=settings.data_dir, writer_wait_s=settings.writer_wait_s)
+        # the writer lock lives in the embedded store's folder (every user of it finds it there), else in the data dir
+        lock_dir = settings.data_dir if settings.chroma_host else None
+        store = ChromaStore(location, lock_dir=lock_dir, writer_wait_s=settings.writer_wait_s)
         return cls(
             store,
             build_embedder(settings),
