@@ -2,7 +2,7 @@
 
 Chroma has no transactions, and two processes writing one embedded store is not
 something it promises to keep consistent, so every writer takes `writer.lock` in
-the data directory (a Chroma server's clients on one machine share it through
+the embedded store's folder (a Chroma server's clients on one machine share one in
 RAGCORD_DATA_DIR). A second writer waits up to `timeout` seconds
 (RAGCORD_WRITER_WAIT_S), then gives up with `StoreBusy` and a message saying what
 to do. Readers (questions, `/sources`) never take it.
