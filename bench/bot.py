@@ -6,7 +6,9 @@ Every user asks one question at the same moment (even users by mention, odd user
 /ask). Measured from each question's arrival:
 - acknowledge: the bot's first visible reaction (placeholder message, or the /ask defer);
   it must stay under Discord's 3 s interaction limit whatever the queue length;
-- first token: the first edit showing answer text;
+- first useful content: the first edit showing something that answers: the reader's
+  quoted evidence (shown as soon as retrieval ends, before the model's turn), or text;
+- first token: the first edit showing the model's words;
 - answered: the final "done" edit.
 The same questions also go to `RagService.ask_stream` directly, one after another as
 the single model would serve them, all "asked" at the same moment, once before and once
@@ -62,6 +64,7 @@ QUESTIONS = [
 @dataclass
 class Timing:
     ack: float = float("nan")
+    useful: float = float("nan")
     first_token: float = float("nan")
     done: float = float("nan")
 
@@ -79,9 +82,10 @@ def scripted_reply(words: int) -> Any:
 
     def reply(messages: Any) -> str:
         first = cite_first_passage(messages).removesuffix(" [1]")
-        text = first
-        while len(text.split()) < words:
-            text += " " + first
+        text, n = first, 0
+        while len(text.split()) < words:  # distinct words: a phrase said twice is a loop, and loops are cut
+            n += 1
+            text += f" Step {n} then checks item {n}."
         return text + " [1]"
 
     return reply
@@ -118,27 +122,33 @@ class TokenCount:
     def __init__(self, service: Any) -> None:
         self.service = service
         self.real = service.ask_stream
+        self.real_finish = service.finish_answer
         self.tokens = 0
 
     def __enter__(self) -> TokenCount:
         from bot.answer import Completed
 
-        def counted(*args: Any) -> Any:
-            for event in self.real(*args):
-                if isinstance(event, Completed):
-                    self.tokens += int(event.answer.timings.get("tokens", 0))
-                yield event
+        def counting(real: Any) -> Any:
+            def counted(*args: Any) -> Any:
+                for event in real(*args):
+                    if isinstance(event, Completed):
+                        self.tokens += int(event.answer.timings.get("tokens", 0))
+                    yield event
 
-        self.service.ask_stream = counted
+            return counted
+
+        self.service.ask_stream = counting(self.real)  # the core directly
+        self.service.finish_answer = counting(self.real_finish)  # the bot: the model's part of each question
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.service.ask_stream = self.real
+        self.service.finish_answer = self.real_finish
 
 
 def direct(service: Any, namespace: str, questions: Sequence[str]) -> tuple[list[Timing], float, int]:
     """The core alone: the questions answered one after another, all asked at t0."""
-    from bot.answer import Token
+    from bot.answer import Evidence, Token
 
     timings = []
     with TokenCount(service) as count:
@@ -146,6 +156,8 @@ def direct(service: Any, namespace: str, questions: Sequence[str]) -> tuple[list
         for question in questions:
             timing = Timing(ack=0.0)
             for event in service.ask_stream(namespace, question, ()):
+                if isinstance(event, Evidence | Token) and timing.useful != timing.useful:
+                    timing.useful = time.perf_counter() - t0
                 if isinstance(event, Token) and timing.first_token != timing.first_token:
                     timing.first_token = time.perf_counter() - t0
             timing.done = time.perf_counter() - t0
@@ -155,6 +167,16 @@ def direct(service: Any, namespace: str, questions: Sequence[str]) -> tuple[list
 
 def _body(content: str) -> bool:
     return any(line.strip() and not line.startswith("-# ") for line in content.splitlines())
+
+
+def _model_text(content: str) -> bool:
+    """The model's words are on show: streaming under the evidence, or leading the final reply."""
+    from bot.discord_app.streaming import PHRASING
+
+    if PHRASING in content:
+        return True
+    first = next((line for line in content.splitlines() if line.strip() and not line.startswith("-# ")), "")
+    return bool(first) and not first.startswith("*")  # the evidence line starts with its *title*
 
 
 async def through_discord(service: Any, questions: Sequence[str]) -> tuple[list[Timing], float, dict[str, int]]:
@@ -195,7 +217,8 @@ async def through_discord(service: Any, questions: Sequence[str]) -> tuple[list[
                 events = [(t, c) for t, mid, c in fake.timeline if mid in mine]
                 timing = Timing()
                 timing.ack = (item.callback_at if not isinstance(item, dict) else events[0][0]) - at
-                timing.first_token = next((t for t, c in events if _body(c)), float("nan")) - at
+                timing.useful = next((t for t, c in events if _body(c)), float("nan")) - at
+                timing.first_token = next((t for t, c in events if _model_text(c)), float("nan")) - at
                 timing.done = next(t for t, c in events if "✅ done" in c or c.startswith("⚠️")) - at
                 timings.append(timing)
             counts = {
@@ -242,7 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     core_rate, bot_rate = len(core) / core_wall * 60, len(bot) / bot_wall * 60
     rows = []
-    for label, key in (("acknowledge", "ack"), ("first token", "first_token"), ("answered", "done")):
+    steps = (("acknowledge", "ack"), ("first useful content", "useful"), ("first token", "first_token"))
+    for label, key in (*steps, ("answered", "done")):
         c50, c95 = stats(core, key)
         b50, b95 = stats(bot, key)
         rows.append([f"{label} p50 (s)", c50 if key != "ack" else None, b50, b50 / c50 if key != "ack" else None])
@@ -274,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ack_p95_s": r(stats(bot, "ack")[1]),
         "ack_max_s": r(ack_max),
         "first_token_p50_s": {"core": r(stats(core, "first_token")[0]), "discord": r(stats(bot, "first_token")[0])},
+        "first_useful_p50_s": {"core": r(stats(core, "useful")[0]), "discord": r(stats(bot, "useful")[0])},
+        "first_useful_p95_s": {"core": r(stats(core, "useful")[1]), "discord": r(stats(bot, "useful")[1])},
+        "answered_p50_s": {"core": r(stats(core, "done")[0]), "discord": r(stats(bot, "done")[0])},
         "answered_p95_s": {"core": r(stats(core, "done")[1]), "discord": r(stats(bot, "done")[1])},
         "answers_per_minute": {"core": r(core_rate), "discord": r(bot_rate)},
         "tokens": {"core": core_tokens, "discord": bot_tokens},

@@ -131,6 +131,16 @@ class Completed:
 AnswerEvent = Retrieved | Evidence | Token | Completed
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A question up to the model's turn (`Answerer.prepare`); `Answerer.finish` completes it."""
+
+    answer: Answer
+    events: list[AnswerEvent]  # what happened so far: Retrieved, then Evidence when the reader found some
+    lead: Lead | None
+    done: bool  # nothing for the model to do (declined, refused, extract mode)
+
+
 def standalone_query(question: str, history: Sequence[Turn], max_turns: int) -> str:
     """Make a follow-up ("and how do I remove it?") retrievable on its own.
 
@@ -191,27 +201,32 @@ class Answerer:
         return query, self.retriever.search(namespace, query, self.top_k)
 
     def stream(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Iterator[AnswerEvent]:
+        prepared = self.prepare(namespace, question, history)
+        yield from prepared.events
+        yield from self.finish(prepared)
+
+    def prepare(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Prepared:
+        """Everything before the model: retrieval, the decision, the reader's lead evidence.
+
+        Cheap (tens of milliseconds), so a front end runs it at once, outside the model's
+        queue, and shows the evidence while the question waits for its turn."""
         answer = Answer(question, mode=self.mode)
         if len(question) > self.max_question_chars:
             answer.status = "failed"
             answer.note = QUESTION_TOO_LONG.format(length=len(question), limit=self.max_question_chars)
-            yield Completed(answer)
-            return
+            return Prepared(answer, [], None, done=True)
         t0 = time.perf_counter()
         answer.search_query, hits = self.retrieve(namespace, question, history)
         answer.hits = hits
         answer.timings["retrieve_ms"] = (time.perf_counter() - t0) * 1000
-        yield Retrieved(hits)
+        events: list[AnswerEvent] = [Retrieved(hits)]
 
         answer.status = judge(question, hits, self.min_score, self.caution_score)
         if answer.status == "declined":
             answer.note = DECLINE
-            yield Completed(answer)
-            return
+            return Prepared(answer, events, None, done=True)
         if answer.status == "cautious":
             answer.note = CAUTION
-
-        chunks = [h.chunk for h in hits]
         scores = [h.dense or 0.0 for h in hits]
         t1 = time.perf_counter()
         lead = self.selector.select(answer.search_query, hits, self._query_vector(answer.search_query))
@@ -219,11 +234,20 @@ class Answerer:
         if lead is not None:
             answer.lead = Citation(lead.number, lead.chunk, lead.text, scores[lead.number - 1])
             answer.lead_core = lead.core
-            yield Evidence(answer.lead)
+            events.append(Evidence(answer.lead))
         answer.led_by = "quote"
+        return Prepared(answer, events, lead, done=self.mode == "extract" or self.llm is None)
 
-        if self.mode != "extract" and self.llm is not None:
-            yield from self._generate(answer, question, chunks, lead)
+    def finish(self, prepared: Prepared) -> Iterator[AnswerEvent]:
+        """The model's part (none in extract mode), the checks, and the completed answer."""
+        answer, lead = prepared.answer, prepared.lead
+        if answer.status == "declined" or (answer.status == "failed" and not answer.hits):
+            yield Completed(answer)
+            return
+        chunks = [h.chunk for h in answer.hits]
+        scores = [h.dense or 0.0 for h in answer.hits]
+        if not prepared.done:
+            yield from self._generate(answer, answer.question, chunks, lead)
         answer.consulted = consulted(
             chunks, scores, answer.search_query, answer.text, skip=[c.number for c in answer.citations]
         )

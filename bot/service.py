@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.answer import Answer, Answerer, AnswerEvent, Completed, Turn
+from bot.answer import Answer, Answerer, AnswerEvent, Completed, Prepared, Turn
 from bot.llm import LLM, GenerationParams, LlamaCppLLM, OpenAICompatLLM
 from bot.prompts import STOP, SYSTEM
 from bot.reader import SentenceSelector, Weights
@@ -200,6 +200,13 @@ class RagService:
 
     def ask(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Answer:
         return self.answerer.ask(namespace, question, history)
+
+    def prepare_answer(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Prepared:
+        """Retrieval and the reader's evidence, without the model (see `Answerer.prepare`)."""
+        return self.answerer.prepare(namespace, question, history)
+
+    def finish_answer(self, prepared: Prepared) -> Iterator[AnswerEvent]:
+        return self.answerer.finish(prepared)
 
     def summarize_document_stream(self, namespace: str, name: str) -> Iterator[AnswerEvent]:
         info = self.find_document(namespace, name)

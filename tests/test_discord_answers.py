@@ -142,13 +142,17 @@ async def test_failure_mid_answer_is_explained_and_the_bot_keeps_serving(tmp_pat
         assert "✅ done" in ok[-1]["content"]
 
         # an unexpected error outside the model (here: retrieval) ends the same way
-        real = w.service.ask_stream
-        w.service.ask_stream = lambda *a: (_ for _ in ()).throw(RuntimeError("index is corrupt"))
+        real = w.service.prepare_answer
+
+        def corrupt(*args: object) -> None:
+            raise RuntimeError("index is corrupt")
+
+        w.service.prepare_answer = corrupt
         broken = await w.answer(await w.ask(w.bob, "How do I start the bot?"))
         assert re.fullmatch(
             r"⚠️ the model failed \(reference `[0-9a-f]{8}`\); it has been logged, try again", broken[-1]["content"]
         )
-        w.service.ask_stream = real
+        w.service.prepare_answer = real
         assert "✅ done" in (await w.answer(await w.ask(w.bob, "How do I start the bot?")))[-1]["content"]
 
 
@@ -249,13 +253,13 @@ async def test_reply_chain_is_the_conversation(tmp_path):
     async with world(tmp_path, llm, history_turns=2) as w:
         w.add_document("deploy.md", DEPLOY)
         seen: list[list[Turn]] = []
-        real = w.service.ask_stream
+        real = w.service.prepare_answer
 
         def spy(namespace: str, question: str, history: Sequence[Turn] = ()):  # type: ignore[no-untyped-def]
             seen.append(list(history))
             return real(namespace, question, history)
 
-        w.service.ask_stream = spy
+        w.service.prepare_answer = spy
         question = await w.ask(w.alice, "How do I start the bot?")
         for n in range(3):
             answer = await w.answer(question)
@@ -280,8 +284,8 @@ async def test_thread_per_question(tmp_path):
         await w.fake.wait_for(lambda: "✅ done" in " ".join(m["content"] for m in w.fake.bot_messages(thread)))
         # in the bot's thread no mention is needed, and the thread is the history
         seen: list[list[Turn]] = []
-        real = w.service.ask_stream
-        w.service.ask_stream = lambda ns, q, h=(): seen.append(list(h)) or real(ns, q, h)
+        real = w.service.prepare_answer
+        w.service.prepare_answer = lambda ns, q, h=(): seen.append(list(h)) or real(ns, q, h)
         await w.fake.user_message(thread, w.alice, "and where is the token read from?")
         await w.fake.wait_for(lambda: sum("✅ done" in m["content"] for m in w.fake.bot_messages(thread)) == 2)
         assert seen == [[Turn("How do I start the bot?", "Use the command ragcord bot. [1]")]]
@@ -332,3 +336,22 @@ async def test_the_evidence_shows_before_the_models_first_token(tmp_path):
         # the final message: the checked answer, its quote, the sources
         assert final[-1]["content"].startswith("Use the command ragcord bot to start it. [1]\n> *Deploying*: “The bot")
         assert final[-1]["embeds"]
+
+
+async def test_a_queued_question_shows_its_evidence_while_it_waits_for_the_model(tmp_path):
+    llm = FakeLLM(default=cited_sentences(30), delay=0.05)  # the first answer holds the model for seconds
+    async with world(tmp_path, llm) as w:
+        w.add_document("deploy.md", DEPLOY)
+        w.add_document("billing.md", "# Billing\n\nRefunds take ten business days.\n")
+        first = await w.ask(w.alice, "How do I start the bot?")
+        await w.fake.wait_for(lambda: "Step 2" in "".join(m["content"] for m in w.fake.replies_to(first)))
+        queued = await w.ask(w.bob, "How long do refunds take?")
+
+        def shown(question: dict[str, object]) -> str:
+            replies = w.fake.replies_to(question)
+            return replies[-1]["content"] if replies else ""
+
+        await w.fake.wait_for(lambda: "Refunds take ten business days." in shown(queued), timeout=3)
+        assert "ahead of you" in shown(queued) and "✅ done" not in shown(first)  # still waiting for the model
+        assert len(llm.calls) == 1
+        await w.answer(queued, timeout=30)

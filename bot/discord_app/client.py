@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import discord
@@ -13,9 +13,9 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
-from bot.answer import Answer
+from bot.answer import Answer, AnswerEvent, Turn
 from bot.discord_app.errors import failure_text, log_failure
-from bot.discord_app.queue import GenerationQueue, Job, Producer, RateLimiter, position_text
+from bot.discord_app.queue import GenerationQueue, Job, Producer, RateLimiter, failed_answer, position_text
 from bot.discord_app.streaming import NO_MENTIONS, StreamingReply
 from bot.settings import Settings
 
@@ -23,6 +23,13 @@ if TYPE_CHECKING:
     from bot.service import RagService
 
 log = logging.getLogger(__name__)
+
+
+async def _events(events: Iterable[AnswerEvent]) -> AsyncIterator[AnswerEvent]:
+    """Events computed already (no model ran), as the stream a writer consumes."""
+    for event in events:
+        yield event
+
 
 COGS = (
     "bot.discord_app.cogs.ask",
@@ -242,6 +249,41 @@ class RagBot(commands.Bot):
         return f"/{command} needs {needed}."
 
     # -- generation -------------------------------------------------------------------------
+    async def answer(
+        self,
+        writer: StreamingReply,
+        user_id: int,
+        namespace: str,
+        question: str,
+        history: Sequence[Turn],
+        *,
+        label: str,
+    ) -> Answer | None:
+        """Acknowledge, show the reader's evidence at once (retrieval runs outside the model's
+        queue), then queue the model's part; a question that needs no model ends here."""
+        await writer.start(position_text(self.queue.ahead_of_new(user_id)))
+        if writer.broken:
+            return None
+        try:
+            prepared = await asyncio.to_thread(self.service.prepare_answer, namespace, question, history)
+        except Exception:
+            await writer.finish(failed_answer(log_failure(log, f"retrieval failed ({label})"), question))
+            return writer.answer
+        if prepared.answer.lead is not None:
+            writer.set_lead(prepared.answer.lead)
+        if prepared.done:
+            await writer.consume(_events(self.service.finish_answer(prepared)))
+            return writer.answer
+        job = Job(
+            user_id,
+            lambda: self.service.finish_answer(prepared),
+            writer.consume,
+            on_position=writer.on_position,
+            label=label,
+        )
+        await self.queue.submit(job)
+        return writer.answer
+
     async def generate(self, writer: StreamingReply, user_id: int, produce: Producer, *, label: str) -> Answer | None:
         """Acknowledge with the writer's first message, queue the generation, wait for the answer."""
         await writer.start(position_text(self.queue.ahead_of_new(user_id)))

@@ -10,6 +10,7 @@ is dropped. The last message ends "done" and carries the sources embed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -200,6 +201,8 @@ class StreamingReply:
         self.answer: Answer | None = None
         self._lead = ""  # the reader's evidence, shown from retrieval on
         self._urgent = False  # the next edit skips the throttle (the evidence must not wait)
+        self._lead_arrived = asyncio.Event()
+        self._applied = 0  # updates sent (the acknowledgement is the first)
         self.lead_shown_at: float | None = None  # when the evidence reached Discord (benchmarks)
 
     # -- feeding ----------------------------------------------------------------------------
@@ -227,6 +230,7 @@ class StreamingReply:
         self._lead = lead_line(lead)
         self._urgent = True
         self._changed.set()
+        self._lead_arrived.set()
 
     async def consume(self, events: AsyncIterator[AnswerEvent]) -> Answer:
         """Show the events of one answer or summary, then its final form."""
@@ -259,7 +263,9 @@ class StreamingReply:
         self._changed.set()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
-        wait = self._last_apply + self.interval - self._clock()
+        # an answer that needed no model (a decline, extract mode) follows the acknowledgement at once
+        gap = min(self.interval, URGENT_GAP) if self._applied <= 1 else self.interval
+        wait = self._last_apply + gap - self._clock()
         if wait > 0:
             await asyncio.sleep(wait)
         await self._apply()
@@ -319,22 +325,29 @@ class StreamingReply:
             await self._changed.wait()
             if self._finishing:
                 break
-            wait = self._last_apply + self.interval - self._clock()
-            if self._urgent:  # the evidence: as soon as Discord's edit limit allows (5 edits / 5 s a message)
-                wait = self._last_apply + min(self.interval, URGENT_GAP) - self._clock()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                if self._finishing:
+            while True:  # wait out the throttle; the evidence arriving meanwhile shortens the wait
+                gap = min(self.interval, URGENT_GAP) if self._urgent else self.interval
+                wait = self._last_apply + gap - self._clock()
+                if wait <= 0 or self._finishing:
                     break
+                self._lead_arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._lead_arrived.wait(), wait)
+            if self._finishing:
+                break
             self._changed.clear()
             urgent, self._urgent = self._urgent, False
             await self._apply()
-            if urgent and self.lead_shown_at is None and not self.broken:
-                self.lead_shown_at = self._clock()
+            if urgent:
+                # the early edit borrows from the next interval: at most one edit a second on average
+                self._last_apply += self.interval - min(self.interval, URGENT_GAP)
+                if self.lead_shown_at is None and not self.broken:
+                    self.lead_shown_at = self._clock()
 
     async def _apply(self) -> None:
         if self.broken:
             return
+        self._applied += 1
         pages = self._final if self._final is not None else self._render_streaming()
         self.behind = False
         try:

@@ -185,12 +185,7 @@ class Ask(commands.Cog):
                 log.warning("cannot open a thread in #%s; answering in place", message.channel, exc_info=True)
         namespace = bot.namespace_for(message.guild)
         writer = StreamingReply(ChannelTarget(channel, reference), interval=bot.settings.edit_interval, header=header)
-        await bot.generate(
-            writer,
-            message.author.id,
-            lambda: bot.service.ask_stream(namespace, question, history),
-            label=f"message {message.id}",
-        )
+        await bot.answer(writer, message.author.id, namespace, question, history, label=f"message {message.id}")
 
     # -- /ask -------------------------------------------------------------------------------
     @app_commands.command(name="ask", description="Ask a question about this server's documents.")
@@ -207,12 +202,7 @@ class Ask(commands.Cog):
         await interaction.response.defer(ephemeral=private, thinking=True)
         namespace = bot.namespace_for(interaction.guild)
         writer = StreamingReply(InteractionTarget(interaction, ephemeral=private), interval=bot.settings.edit_interval)
-        await bot.generate(
-            writer,
-            interaction.user.id,
-            lambda: bot.service.ask_stream(namespace, question, ()),
-            label=f"/ask {interaction.id}",
-        )
+        await bot.answer(writer, interaction.user.id, namespace, question, (), label=f"/ask {interaction.id}")
 
 
 async def setup(bot: RagBot) -> None:
