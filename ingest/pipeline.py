@@ -47,7 +47,7 @@ from ingest.sources import (
 )
 from ingest.workers import PdfWorker, Prefetch
 from store.embedder import Embedder, encoder_identity
-from store.protocol import ReindexProgress, VectorStore
+from store.protocol import ReindexProgress, StoreError, VectorStore
 from store.types import DocumentInfo, LoadedDocument, document_id_for
 
 __all__ = ["IngestOutcome", "IngestProgress", "IngestResult", "Ingestor", "ProgressCallback", "Source", "discover"]
@@ -125,9 +125,15 @@ class Ingestor:
         extra: dict[str, str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> IngestResult:
+        """One document (a Discord upload). A store that refuses or fails (busy, another encoder,
+        unreachable) fails the document with the store's message, for the uploader's report."""
         state = IngestProgress(files_total=1)
         items = iter([Source(lambda: data, filename, source, title, extra or {})])
-        return self._run(namespace, items, state, progress)[0]
+        try:
+            return self._run(namespace, items, state, progress)[0]
+        except StoreError as exc:
+            log.warning("ingest of %s into %s failed: %s", source, namespace, exc)
+            return IngestResult(source, title or filename, "failed", str(exc), doc_id=document_id_for(source))
 
     def forget(self, namespace: str, doc_id: str) -> DocumentInfo | None:
         with self.store.writer(namespace):

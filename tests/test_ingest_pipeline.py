@@ -375,6 +375,8 @@ def test_a_second_writer_waits_then_is_refused_with_what_to_do(service, docs_dir
         assert "try again" in str(busy.value)
         with pytest.raises(StoreBusy):
             other.ingestor.forget(NS, "whatever")
+        upload = other.ingest_bytes(NS, b"Some text.", "up.txt", source="discord:1:up.txt")
+        assert upload.status == "failed" and "another ragcord process is writing" in upload.reason
     assert {r.status for r in other.ingest_paths(NS, [docs_dir])} == {"added"}  # free again
 
 
