@@ -98,11 +98,12 @@ class ChromaStore(ChromaBase):
             for batch in batched(stray, self.max_batch_size):
                 col.delete(ids=batch)
             removed = len(stray)
-        current = self._record(ns).collection or f"rc_{namespace_key(ns)}"
-        prefix = f"rc_{namespace_key(ns)}__"
+        legacy = f"rc_{namespace_key(ns)}"
+        current = self._record(ns).collection or legacy
         for name in self._collection_names():
-            if name.startswith(prefix) and name != current:
-                log.info("dropping %s, left by an unfinished reindex", name)
+            # a reindex's collections are "rc_<key>.<suffix>": no other namespace's name starts so
+            if name != current and (name.startswith(f"{legacy}.") or name == legacy):
+                log.info("dropping %s, left by a reindex that did not finish or could not clean up", name)
                 self._client.delete_collection(name)
         return removed
 

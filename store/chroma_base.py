@@ -258,4 +258,5 @@ class ChromaBase:
 
 
 def new_collection_name(ns: str) -> str:
-    return f"rc_{namespace_key(ns)}__{uuid.uuid4().hex[:8]}"
+    """A chunk collection for a reindex: '.' cannot occur in a namespace key, so the name is this namespace's."""
+    return f"rc_{namespace_key(ns)}.{uuid.uuid4().hex[:8]}"

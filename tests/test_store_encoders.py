@@ -137,3 +137,22 @@ def test_a_refused_ingest_leaves_no_crash_mark(service, docs_dir, tmp_path, capl
     with caplog.at_level("WARNING"):
         other.reindex(NS)
     assert "stopped half-way" not in caplog.text
+
+
+def test_a_crashed_reindex_leaves_only_an_unused_collection_that_the_next_writer_drops(service, docs_dir, tmp_path):
+    service.ingest_paths("a", [docs_dir / "billing.txt"])
+    service.ingest_paths("a__b", [docs_dir / "garden.html"])  # a namespace whose name starts like a's
+    new = other_service(tmp_path, renamed("fake-b", dim=64))
+
+    def crash(done: int, total: int) -> None:
+        if done:
+            raise KeyboardInterrupt  # the reindex stops after its first batch
+
+    with pytest.raises(KeyboardInterrupt):
+        new.reindex("a", progress=crash)
+    assert service.retriever.search("a", "invoices monthly", 3)  # still the old vectors
+    with service.store.writer("a"):  # the next writer sees the crash mark and sweeps
+        pass
+    names = sorted(c.name for c in service.store._client.list_collections())
+    assert [n for n in names if n.startswith("rc_a") and not n.endswith("_docs")] == ["rc_a", "rc_a__b"]
+    assert service.retriever.search("a__b", "roses sun", 3)
