@@ -287,9 +287,10 @@ class ChromaStore(ChromaBase):
 
     @guarded
     def namespaces(self) -> list[str]:
-        """Namespace keys that have a manifest."""
-        names = self._collection_names()
-        return sorted(n[3:-5] for n in names if n.startswith("rc_") and n.endswith("_docs") and n[:-5] in names)
+        """Namespace keys that have a manifest ("rc_<key>_docs" beside chunks "rc_<key>" or "rc_<key>.<suffix>")."""
+        names = set(self._collection_names())
+        chunk_keys = {n[3:].split(".", 1)[0] for n in names if n.startswith("rc_")}
+        return sorted(n[3:-5] for n in names if n.startswith("rc_") and n.endswith("_docs") and n[3:-5] in chunk_keys)
 
     @guarded
     def query(self, ns: str, vector: np.ndarray, k: int) -> list[Hit]:

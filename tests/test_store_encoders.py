@@ -100,6 +100,7 @@ def test_reindex_switches_at_once_and_the_old_vectors_answer_until_then(service,
     # one chunk collection is left, and a re-ingest with the new encoder embeds nothing
     names = [c.name for c in new.store._client.list_collections()]
     assert len([n for n in names if not n.endswith("_docs")]) == 1
+    assert new.store.namespaces() == [NS]
     embedded = new.embedder.embedded  # type: ignore[attr-defined]
     again = new.ingest_paths(NS, [docs_dir])
     assert {r.status for r in again} == {"unchanged"} and new.embedder.embedded == embedded  # type: ignore[attr-defined]
