@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.citations import best_quote
-from store.text import idf_weights
 from bot.llm import Message
+from store.text import idf_weights
 from store.types import Chunk
 
 SYSTEM = (

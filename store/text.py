@@ -34,7 +34,7 @@ STOPWORDS = frozenset(
         "such", "into", "about", "over", "under", "also", "only", "just", "more", "most", "some", "any",
         "each", "other"
     )
-)
+)  # fmt: skip
 
 # Words whose trailing period does not end a sentence (checked lower-case, without the final dot).
 _ABBREVIATIONS = frozenset(

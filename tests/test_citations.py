@@ -109,7 +109,10 @@ def test_consulted_skips_cited_numbers_and_keeps_retrieval_order():
 def test_a_marker_after_the_full_stop_is_checked_against_its_sentence():
     # "It does X. [2]": the marker belongs to the sentence before it; it used to be split off
     # as a sentence of its own with nothing to check, so any marker there survived.
-    chunks = [Chunk("d", 0, "Roses need six hours of sun.", "Garden", "g"), Chunk("d", 1, "Invoices go out monthly.", "B", "b")]
+    chunks = [
+        Chunk("d", 0, "Roses need six hours of sun.", "Garden", "g"),
+        Chunk("d", 1, "Invoices go out monthly.", "B", "b"),
+    ]
     text, citations = verify("Invoices go out every month. [1]", chunks, [0.9, 0.8], "When do invoices go out?")
     assert "[1]" not in text
     assert [c.number for c in citations] == [2]  # attributed by code to the passage that backs it

@@ -45,7 +45,9 @@ def test_selector_picks_the_answering_sentence(embed, question, expected):
 
 
 def test_a_fragment_takes_its_neighbour():
-    lead = SentenceSelector(None).select("What about the refund window?", hits("Refund window? Thirty days from purchase."))
+    lead = SentenceSelector(None).select(
+        "What about the refund window?", hits("Refund window? Thirty days from purchase.")
+    )
     assert lead is not None and lead.text == "Refund window? Thirty days from purchase."
 
 
