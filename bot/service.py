@@ -108,6 +108,7 @@ class RagService:
         self.embedder = embedder
         if store.encoder is None:  # the vectors this service queries with come from this encoder
             store.encoder = encoder_identity(embedder)
+            store.embed_check = embedder.embed
         self._llm_factory = llm_factory
         self._llm: LLM | None = None
         self.started = time.monotonic()

@@ -10,12 +10,15 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from store.chroma_client import ChromaConnection, ChromaLocation, guarded, is_not_found
-from store.chroma_records import info_from_record
+from store.chroma_records import chunk_from_record, info_from_record
 from store.namespaces import namespace_key
 from store.protocol import EncoderMismatch
 from store.types import DocumentInfo
@@ -24,6 +27,9 @@ from store.writer_lock import WriterLock
 log = logging.getLogger(__name__)
 
 GEN_ID = "__generation__"
+# A namespace without a recorded encoder is checked on this many chunks, to this cosine.
+UNRECORDED_SAMPLE = 4
+UNRECORDED_MIN_COSINE = 0.999
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,9 @@ class ChromaBase:
         self.location = location
         self.refresh_interval = refresh_interval
         self.encoder = encoder
+        # the configured encoder's `embed`, to check namespaces written before encoders were recorded
+        self.embed_check: Callable[[Sequence[str]], np.ndarray] | None = None
+        self._unrecorded_ok: dict[str, str] = {}
         self._lock = threading.RLock()
         self._depth = 0  # nesting of guarded calls (only the outermost retries)
         self._conn = ChromaConnection(location, request_timeout_s=request_timeout_s)
@@ -208,13 +217,44 @@ class ChromaBase:
             self._bump_generation(ns, collection=new_collection_name(ns), encoder=encoder, dim=0)
             return
         if self.live_ids(ns):
+            self._verify_unrecorded(ns, encoder)
             log.warning("namespace %s has no recorded encoder; recording %s", ns, encoder)
         self._bump_generation(ns, encoder=encoder)
+
+    def _verify_unrecorded(self, ns: str, encoder: str) -> None:
+        """A namespace written before encoders were recorded: re-embed a few of its chunks with the
+        configured encoder (`embed_check`) and refuse unless they match the stored vectors.
+
+        The same model and backend give the same vectors (cosine 1.0); torch against onnx-int8
+        measured 0.97-0.985. Readers only remember the answer; the next ingest records it.
+        """
+        if self.embed_check is None or self._unrecorded_ok.get(ns) == encoder:
+            return
+        col = self._chunks(ns)
+        sample = sorted(self.live_ids(ns))[:UNRECORDED_SAMPLE]
+        got = col.get(ids=sample, include=["documents", "metadatas", "embeddings"]) if col is not None else None
+        if not got or not len(got["ids"]):
+            return
+        stored = np.asarray(got["embeddings"], dtype=np.float32)
+        texts = [chunk_from_record(t, m).embed_text for t, m in zip(got["documents"], got["metadatas"], strict=True)]
+        fresh = np.asarray(self.embed_check(texts), dtype=np.float32)
+        if fresh.shape != stored.shape:
+            raise EncoderMismatch(mismatch_message(ns, f"a {stored.shape[1]}-d encoder (not recorded)", encoder))
+        cosine = float(np.min(np.sum(fresh * stored, axis=1)))
+        if cosine < UNRECORDED_MIN_COSINE:
+            raise EncoderMismatch(
+                mismatch_message(
+                    ns, f"an unrecorded encoder (cosine {cosine:.3f} to the configured one's vectors)", encoder
+                )
+            )
+        self._unrecorded_ok[ns] = encoder
 
     def _check_vectors(self, ns: str, dim: int) -> None:
         record = self._record(ns)
         if self.encoder and record.encoder and record.encoder != self.encoder:
             raise EncoderMismatch(mismatch_message(ns, record.encoder, self.encoder))
+        if self.encoder and not record.encoder:
+            self._verify_unrecorded(ns, self.encoder)
         if record.dim and dim != record.dim:
             shown = self.encoder or "the configured encoder"
             raise EncoderMismatch(

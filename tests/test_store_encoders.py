@@ -157,3 +157,37 @@ def test_a_crashed_reindex_leaves_only_an_unused_collection_that_the_next_writer
     names = sorted(c.name for c in service.store._client.list_collections())
     assert [n for n in names if n.startswith("rc_a") and not n.endswith("_docs")] == ["rc_a", "rc_a__b"]
     assert service.retriever.search("a__b", "roses sun", 3)
+
+
+class RolledEmbedder(FakeEmbedder):
+    """Another encoder of the same dimension (its vectors are the fake's, rotated by one)."""
+
+    name = "other-model"
+
+    def embed(self, texts):  # type: ignore[no-untyped-def]
+        return np.roll(super().embed(texts), 1, axis=1)
+
+    def embed_query(self, text):  # type: ignore[no-untyped-def]
+        return np.roll(super().embed_query(text), 1)
+
+
+def unrecord_encoder(store: ChromaStore, ns: str) -> None:
+    """Make the namespace look written before encoders were recorded (no encoder, no dimension)."""
+    from dataclasses import replace
+
+    store.refresh(ns, force=True)
+    store._write_record(ns, replace(store._record(ns), encoder="", dim=0))
+
+
+def test_a_namespace_written_before_encoders_were_recorded_is_checked_on_its_vectors(service, docs_dir, tmp_path):
+    service.ingest_paths(NS, [docs_dir])
+    unrecord_encoder(service.store, NS)
+    other = other_service(tmp_path, RolledEmbedder())
+    with pytest.raises(EncoderMismatch, match="unrecorded encoder"):
+        other.retriever.search(NS, "When are invoices sent?", 3)  # other vectors: refused, not compared
+    with pytest.raises(EncoderMismatch):
+        other.ingest_paths(NS, [docs_dir])  # and not adopted
+    same = other_service(tmp_path, FakeEmbedder())  # the encoder that wrote it: accepted, then recorded
+    assert same.retriever.search(NS, "When are invoices sent?", 3)
+    assert {r.status for r in same.ingest_paths(NS, [docs_dir])} == {"unchanged"}
+    assert same.store._record(NS).encoder == "fake-embedder (256-d)"
