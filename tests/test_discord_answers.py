@@ -7,6 +7,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from bot.answer import Turn
 from bot.discord_app.queue import STOPPED_NOTE
@@ -294,10 +295,13 @@ async def test_thread_per_question(tmp_path):
 
 async def test_allowed_channels_and_direct_messages(tmp_path):
     llm = FakeLLM(default="Use the command ragcord bot. [1]")
-    async with world(tmp_path, llm) as w:
+
+    def only_general(fake: Any, guild: dict[str, Any]) -> dict[str, Any]:
+        return {"allowed_channels": [int(fake.channel(guild)["id"])]}
+
+    async with world(tmp_path / "channels", llm, prepare=only_general) as w:  # settings are not changed later
         w.add_document("deploy.md", DEPLOY)
         other = w.fake.add_channel(w.guild["id"], "random")
-        w.bot.settings.allowed_channels = [int(w.channel["id"])]
         ignored = await w.ask(w.alice, "How do I start the bot?", channel=other)
         inter = await w.command(w.alice, "ask", {"question": "How do I start the bot?"}, channel=other)
         [refusal] = await w.reply(inter, streamed=False)
@@ -307,12 +311,18 @@ async def test_allowed_channels_and_direct_messages(tmp_path):
 
         dm = w.fake.add_dm(w.bob)
         unanswered = await w.fake.user_message(dm, w.bob, "How do I start the bot?")
-        await asyncio.sleep(0.3)  # the bot has seen it (and ignored it) before DMs are allowed
-        w.bot.settings.allow_dms = True
-        w.bot.settings.dm_namespace = w.namespace()  # DMs read these documents
+        await asyncio.sleep(0.3)  # the bot has seen it, and DMs are not allowed
+        assert not w.fake.replies_to(unanswered)
+        assert len(llm.calls) == 1
+
+    def with_dms(fake: Any, guild: dict[str, Any]) -> dict[str, Any]:
+        return {"allow_dms": True, "dm_namespace": f"g{guild['id']}"}  # DMs read this server's documents
+
+    async with world(tmp_path / "dms", llm, prepare=with_dms) as w:
+        w.add_document("deploy.md", DEPLOY)
+        dm = w.fake.add_dm(w.bob)
         answer = await w.answer(await w.fake.user_message(dm, w.bob, "How do I start the bot?"))
         assert "✅ done" in answer[-1]["content"] and answer[-1]["embeds"]
-        assert not w.fake.replies_to(unanswered)
         assert len(llm.calls) == 2
 
 

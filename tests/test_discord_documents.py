@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+from typing import Any
 
 from tests.discord_harness import EPHEMERAL, world
 from tests.fakes import FakeLLM, cite_first_passage
@@ -194,8 +195,10 @@ async def test_guilds_never_see_each_others_documents(tmp_path):
 
 
 async def test_watched_channel_auto_ingest_replace_and_delete(tmp_path):
-    async with world(tmp_path, FakeLLM()) as w:
-        w.bot.settings.watch_channels = [int(w.channel["id"])]
+    def watch_general(fake: Any, guild: dict[str, Any]) -> dict[str, Any]:
+        return {"watch_channels": [int(fake.channel(guild)["id"])]}
+
+    async with world(tmp_path, FakeLLM(), prepare=watch_general) as w:
         first = await w.fake.user_message(w.channel, w.alice, "notes", attachments=[("notes.md", HANDBOOK.encode())])
         await w.fake.wait_for(lambda: w.fake.replies_to(first))
         assert "notes.md** added" in w.fake.replies_to(first)[0]["content"]
