@@ -133,6 +133,8 @@ class FakeDiscord:
         self.identified: list[dict[str, Any]] = []
         self.resumed: list[dict[str, Any]] = []  # RESUME payloads (op 6) received
         self.faults: list[Fault] = []
+        self.refuse_resume = False  # answer the next RESUME with INVALID_SESSION (op 9): a fresh IDENTIFY follows
+        self.invalidated = 0
         self._sockets: list[web.WebSocketResponse] = []
         self._seq = 0
         self._runner: web.AppRunner | None = None
@@ -519,6 +521,10 @@ class FakeDiscord:
                     break
                 self._sockets.append(ws)
                 await self._ready(ws)
+            elif op == 6 and self.refuse_resume:  # the session is gone: INVALID_SESSION, not resumable
+                self.refuse_resume = False
+                self.invalidated += 1
+                await ws.send_str(json.dumps({"op": 9, "d": False}))
             elif op == 6:
                 self.resumed.append(frame["d"])
                 self._sockets.append(ws)

@@ -108,6 +108,17 @@ async def test_gateway_reconnect_and_drop_mid_answer_resume_and_the_answer_ends_
             # the resumed connection delivers the next question
             after = await w.ask(w.bob, "Tell me the words again")
             assert complete(await finished(w, after))
+        # a session that cannot be resumed: INVALID_SESSION, then a fresh IDENTIFY, mid-answer
+        identified = len(w.fake.identified)
+        question = await w.ask(w.alice, "Tell me the words")
+        await started(w, question)
+        w.fake.refuse_resume = True
+        await w.fake.reconnect()
+        await w.fake.wait_for(lambda: len(w.fake.identified) > identified, 20)
+        assert w.fake.invalidated == 1
+        assert complete(await finished(w, question))
+        after = await w.ask(w.bob, "Tell me the words again")
+        assert complete(await finished(w, after))
 
 
 async def test_discord_endpoints_are_restored_when_the_bot_closes(tmp_path):
