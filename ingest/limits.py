@@ -9,9 +9,10 @@ the file grows meanwhile. Messages say the limit in the unit of RAGCORD_MAX_FILE
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
-from ingest.loaders import _check_size
+from ingest.loaders import LoadError, _check_size
 
 
 def check_declared_size(size: int, name: str, max_bytes: int) -> None:
@@ -23,8 +24,14 @@ def check_declared_size(size: int, name: str, max_bytes: int) -> None:
 
 
 def read_within_limit(path: Path, max_bytes: int) -> bytes:
-    """The file's bytes, refused from its `stat` size before anything is read."""
-    check_declared_size(path.stat().st_size, path.name, max_bytes)
+    """The file's bytes, refused from its `stat` size before anything is read.
+
+    Only regular files: a FIFO or a device (/dev/zero) would block or never end.
+    """
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise LoadError(f"{path.name} is not a regular file")
+    check_declared_size(info.st_size, path.name, max_bytes)
     with path.open("rb") as fh:
         data = fh.read(max_bytes + 1)
     check_declared_size(len(data), path.name, max_bytes)  # it grew since the stat

@@ -397,3 +397,20 @@ def test_old_chunks_a_failed_sweep_left_are_swept_by_the_next_writer(service, do
     service.ingest_paths(NS, [other])  # billing.txt is unchanged now: only a full sweep removes them
     stored = set(service.store._chunks(NS).get(include=[])["ids"])
     assert stored == service.store.live_ids(NS)  # was: kept until billing.txt changes again
+
+
+def test_a_fifo_in_a_folder_is_refused_without_blocking_the_ingest(service, tmp_path):
+    import os
+    import threading
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.txt")  # opening it for reading would wait for a writer for ever
+    (folder / "ok.md").write_text("# Ok\n\nThe office opens at nine.\n")
+    results: list = []
+    worker = threading.Thread(target=lambda: results.extend(service.ingest_paths(NS, [folder])), daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive()  # was: blocked in open() on the FIFO
+    assert statuses(results) == {"ok.md": "added", "pipe.txt": "skipped"}
+    assert "not a regular file" in next(r.reason for r in results if r.status == "skipped")
