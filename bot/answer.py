@@ -189,24 +189,34 @@ class Answerer:
         self.max_question_chars = max_question_chars
         self.selector = selector or SentenceSelector(retriever.embedder.embed)
 
-    def ask(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Answer:
+    def ask(
+        self, namespace: str, question: str, history: Sequence[Turn] = (), scopes: frozenset[str] | None = None
+    ) -> Answer:
         answer = Answer(question)
-        for event in self.stream(namespace, question, history):
+        for event in self.stream(namespace, question, history, scopes):
             if isinstance(event, Completed):
                 answer = event.answer
         return answer
 
-    def retrieve(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> tuple[str, list[Hit]]:
+    def retrieve(
+        self, namespace: str, question: str, history: Sequence[Turn] = (), scopes: frozenset[str] | None = None
+    ) -> tuple[str, list[Hit]]:
         query = standalone_query(question, history, self.history_turns)
-        return query, self.retriever.search(namespace, query, self.top_k)
+        return query, self.retriever.search(namespace, query, self.top_k, scopes=scopes)
 
-    def stream(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Iterator[AnswerEvent]:
-        prepared = self.prepare(namespace, question, history)
+    def stream(
+        self, namespace: str, question: str, history: Sequence[Turn] = (), scopes: frozenset[str] | None = None
+    ) -> Iterator[AnswerEvent]:
+        prepared = self.prepare(namespace, question, history, scopes)
         yield from prepared.events
         yield from self.finish(prepared)
 
-    def prepare(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Prepared:
+    def prepare(
+        self, namespace: str, question: str, history: Sequence[Turn] = (), scopes: frozenset[str] | None = None
+    ) -> Prepared:
         """Everything before the model: retrieval, the decision, the reader's lead evidence.
+
+        `scopes`: what the asker may read (None: everything, the CLI); see `Retriever.search`.
 
         Cheap (tens of milliseconds), so a front end runs it at once, outside the model's
         queue, and shows the evidence while the question waits for its turn."""
@@ -216,7 +226,7 @@ class Answerer:
             answer.note = QUESTION_TOO_LONG.format(length=len(question), limit=self.max_question_chars)
             return Prepared(answer, [], None, done=True)
         t0 = time.perf_counter()
-        answer.search_query, hits = self.retrieve(namespace, question, history)
+        answer.search_query, hits = self.retrieve(namespace, question, history, scopes)
         answer.hits = hits
         answer.timings["retrieve_ms"] = (time.perf_counter() - t0) * 1000
         events: list[AnswerEvent] = [Retrieved(hits)]

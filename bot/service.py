@@ -196,21 +196,30 @@ class RagService:
         mode = self.settings.answer_mode
         return Summarizer(None if mode == "extract" else self.llm, mode=mode)  # extract: the model is never loaded
 
-    def ask_stream(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Iterator[AnswerEvent]:
-        return self.answerer.stream(namespace, question, history)
+    # `scopes`: what the asker may read ("guild" and channel ids, see `Retriever.search`); None: everything.
+    def ask_stream(
+        self, namespace: str, question: str, history: Sequence[Turn] = (), scopes: frozenset[str] | None = None
+    ) -> Iterator[AnswerEvent]:
+        return self.answerer.stream(namespace, question, history, scopes)
 
-    def ask(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Answer:
-        return self.answerer.ask(namespace, question, history)
+    def ask(
+        self, namespace: str, question: str, history: Sequence[Turn] = (), scopes: frozenset[str] | None = None
+    ) -> Answer:
+        return self.answerer.ask(namespace, question, history, scopes)
 
-    def prepare_answer(self, namespace: str, question: str, history: Sequence[Turn] = ()) -> Prepared:
+    def prepare_answer(
+        self, namespace: str, question: str, history: Sequence[Turn] = (), scopes: frozenset[str] | None = None
+    ) -> Prepared:
         """Retrieval and the reader's evidence, without the model (see `Answerer.prepare`)."""
-        return self.answerer.prepare(namespace, question, history)
+        return self.answerer.prepare(namespace, question, history, scopes)
 
     def finish_answer(self, prepared: Prepared) -> Iterator[AnswerEvent]:
         return self.answerer.finish(prepared)
 
-    def summarize_document_stream(self, namespace: str, name: str) -> Iterator[AnswerEvent]:
-        info = self.find_document(namespace, name)
+    def summarize_document_stream(
+        self, namespace: str, name: str, scopes: frozenset[str] | None = None
+    ) -> Iterator[AnswerEvent]:
+        info = self.find_document(namespace, name, scopes)
         chunks = sorted(self.store.get_chunks(namespace, info.chunk_ids), key=lambda c: c.index)
         return self.summarizer.stream(chunks, title=info.title)
 
@@ -264,11 +273,12 @@ class RagService:
         if self.settings.retrieval_mode != "dense":
             self.retriever.lexical_index(namespace)
 
-    def documents(self, namespace: str) -> list[DocumentInfo]:
-        return self.store.documents(namespace)
+    def documents(self, namespace: str, scopes: frozenset[str] | None = None) -> list[DocumentInfo]:
+        """The namespace's documents; with `scopes`, only those the asker may read."""
+        return self.store.documents(namespace, scopes)
 
-    def find_document(self, namespace: str, name: str) -> DocumentInfo:
-        return match_document(self.documents(namespace), name)
+    def find_document(self, namespace: str, name: str, scopes: frozenset[str] | None = None) -> DocumentInfo:
+        return match_document(self.documents(namespace, scopes), name)
 
     def forget(self, namespace: str, name: str) -> DocumentInfo:
         info = self.find_document(namespace, name)

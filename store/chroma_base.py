@@ -263,7 +263,9 @@ class ChromaBase:
 
     # -- documents (manifest) -------------------------------------------------------
     @guarded
-    def documents(self, ns: str) -> list[DocumentInfo]:
+    def documents(self, ns: str, scopes: frozenset[str] | None = None) -> list[DocumentInfo]:
+        """The namespace's documents; with `scopes`, only those of these scopes (documents stored
+        before scopes existed are guild-wide)."""
         self.refresh(ns)
         manifest = self._manifest(ns)
         if manifest is None:
@@ -274,6 +276,8 @@ class ChromaBase:
             for i, m, d in zip(got["ids"], got["metadatas"], got["documents"], strict=True)
             if i != GEN_ID
         ]
+        if scopes is not None:
+            docs = [d for d in docs if d.scope in scopes]
         return sorted(docs, key=lambda d: (d.title.lower(), d.source))
 
     @guarded

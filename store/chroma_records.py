@@ -25,6 +25,7 @@ def chunk_metadata(chunk: Chunk, ingested_at: str) -> dict[str, Any]:
         "content_hash": chunk.hash,
         "ingested_at": ingested_at,
         "extra": json.dumps(dict(chunk.extra)),
+        "scope": chunk.scope,  # its own key, so a query can filter on it (`extra` is a JSON string)
     }
 
 
@@ -53,6 +54,7 @@ def info_metadata(info: DocumentInfo) -> dict[str, Any]:
         "ingested_at": info.ingested_at,
         "content_hash": info.content_hash,
         "extra": json.dumps(info.extra),
+        "scope": info.scope,
     }
 
 

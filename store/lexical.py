@@ -4,6 +4,9 @@ The index is rebuilt from the namespace's live chunks whenever the store's gener
 moves (ingest, forget, another process) and saved beside the store with the
 generation it was built from, so a restart loads it instead of rebuilding. The
 BM25 settings are part of the saved index too: changing them rebuilds it once.
+
+Each indexed chunk's scope (who may read it: "guild" or a channel id) is kept beside
+its id, so a search for one member masks the chunks they may not read before the top k.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from typing import Any
 import numpy as np
 
 from store.text import STOPWORDS
+from store.types import GUILD_SCOPE
 
 log = logging.getLogger(__name__)
 
-# Bumped when what the index is built from changes (e.g. titles now included; 3: the project's stop words).
-INDEX_FORMAT = 3
+# Bumped when what the index is built from changes (e.g. titles now included; 3: the project's stop words;
+# 4: each chunk's scope).
+INDEX_FORMAT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,30 +67,42 @@ def tokenize(texts: list[str], params: Bm25Params) -> list[list[str]]:
 
 
 class Bm25Index:
-    """An immutable BM25 index over (id, text) pairs."""
+    """An immutable BM25 index over (id, text) or (id, text, scope) items (scope "guild" if absent)."""
 
-    def __init__(self, ids: list[str], retriever: Any, generation: str, params: Bm25Params | None = None) -> None:
+    def __init__(
+        self,
+        ids: list[str],
+        retriever: Any,
+        generation: str,
+        params: Bm25Params | None = None,
+        scopes: list[str] | None = None,
+    ) -> None:
         self.ids = ids
         self.generation = generation
         self.params = params or Bm25Params()
         self._retriever = retriever
         self._position = {cid: i for i, cid in enumerate(ids)}
+        self.scopes = ScopeColumn(scopes if scopes is not None else [GUILD_SCOPE] * len(ids))
 
     @classmethod
-    def build(cls, items: Iterable[tuple[str, str]], generation: str, params: Bm25Params | None = None) -> Bm25Index:
+    def build(
+        cls, items: Iterable[tuple[str, str] | tuple[str, str, str]], generation: str, params: Bm25Params | None = None
+    ) -> Bm25Index:
         import bm25s
 
         params = params or Bm25Params()
         ids: list[str] = []
         texts: list[str] = []
-        for cid, text in items:
-            ids.append(cid)
-            texts.append(text)
+        scopes: list[str] = []
+        for item in items:
+            ids.append(item[0])
+            texts.append(item[1])
+            scopes.append(item[2] if len(item) > 2 else GUILD_SCOPE)  # type: ignore[misc]
         if not ids:
             return cls([], None, generation, params)
         retriever = bm25s.BM25(k1=params.k1, b=params.b, method=params.method)
         retriever.index(tokenize(texts, params), show_progress=False)
-        return cls(ids, retriever, generation, params)
+        return cls(ids, retriever, generation, params, scopes)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -104,13 +121,17 @@ class Bm25Index:
         pos = self._position.get(chunk_id)
         return float(scores[pos]) if scores is not None and pos is not None else 0.0
 
-    def search(self, query: str, k: int) -> list[tuple[str, float]]:
-        """Top-k (chunk id, BM25 score), best first; only positive scores."""
-        return self.top(self.score_all(query), k)
+    def search(self, query: str, k: int, scopes: frozenset[str] | None = None) -> list[tuple[str, float]]:
+        """Top-k (chunk id, BM25 score), best first; only positive scores; only `scopes` (None: all)."""
+        return self.top(self.score_all(query), k, scopes)
 
-    def top(self, scores: np.ndarray | None, k: int) -> list[tuple[str, float]]:
+    def top(self, scores: np.ndarray | None, k: int, scopes: frozenset[str] | None = None) -> list[tuple[str, float]]:
+        """The k best of `scores`; with `scopes`, chunks of other scopes are masked out before the top k."""
         if scores is None or k <= 0:
             return []
+        mask = self.scopes.mask(scopes)
+        if mask is not None:
+            scores = np.where(mask, scores, np.float32(0.0))
         k = min(k, len(self.ids))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
@@ -123,6 +144,7 @@ class Bm25Index:
         if self._retriever is not None:
             self._retriever.save(str(tmp / "bm25"))
         meta = {"generation": self.generation, "params": self.params.signature, "ids": self.ids}
+        meta["scopes"] = self.scopes.names()
         (tmp / "ids.json").write_text(json.dumps(meta))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
@@ -139,10 +161,43 @@ class Bm25Index:
                 log.info("lexical index at %s was built with other settings; it will be rebuilt", folder)
                 return None
             retriever = bm25s.BM25.load(str(folder / "bm25")) if meta["ids"] else None
-            return cls(list(meta["ids"]), retriever, str(meta["generation"]), params)
+            ids = list(meta["ids"])
+            scopes = [str(s) for s in meta["scopes"]]
+            if len(scopes) != len(ids):
+                raise ValueError("scopes and ids differ in length")
+            return cls(ids, retriever, str(meta["generation"]), params, scopes)
         except (OSError, ValueError, KeyError) as exc:
             log.info("lexical index at %s not loadable (%s); it will be rebuilt", folder, exc)
             return None
+
+
+class ScopeColumn:
+    """The scope of each row of an index, as small integer codes, with a row mask per set of scopes."""
+
+    def __init__(self, scopes: list[str]) -> None:
+        codes: dict[str, int] = {}
+        self.codes = np.fromiter((codes.setdefault(s, len(codes)) for s in scopes), dtype=np.int32, count=len(scopes))
+        self._code_of = codes
+        self.present = frozenset(codes)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def names(self) -> list[str]:
+        by_code = {code: name for name, code in self._code_of.items()}
+        return [by_code[int(c)] for c in self.codes]
+
+    def covers(self, scopes: frozenset[str] | None) -> bool:
+        """True when `scopes` allows every row (None allows everything): no mask needed."""
+        return scopes is None or self.present <= scopes
+
+    def mask(self, scopes: frozenset[str] | None) -> np.ndarray | None:
+        """Rows whose scope is in `scopes` (None when every row is allowed)."""
+        if self.covers(scopes):
+            return None
+        assert scopes is not None
+        allowed = [self._code_of[s] for s in scopes if s in self._code_of]
+        return np.isin(self.codes, np.asarray(allowed, dtype=np.int32))
 
 
 def _stemmer() -> Any:
@@ -167,7 +222,9 @@ class LexicalIndexes:
     def _path(self, key: str) -> Path | None:
         return self.folder / key if self.folder is not None else None
 
-    def get(self, key: str, generation: str, items: Callable[[], Iterable[tuple[str, str]]]) -> Bm25Index:
+    def get(
+        self, key: str, generation: str, items: Callable[[], Iterable[tuple[str, str] | tuple[str, str, str]]]
+    ) -> Bm25Index:
         """The index for `generation`, loading or rebuilding it (from `items()`) if stale."""
         with self._lock:
             index = self._indexes.get(key)

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from store.dense import DenseMatrices
 from store.embedder import Embedder
 from store.lexical import Bm25Index, LexicalIndexes
 from store.namespaces import namespace_key
@@ -114,20 +115,27 @@ class Retriever:
         self.lexical_weight = lexical_weight
         self.reranker = reranker
         self.rerank_candidates = rerank_candidates
+        self.dense_matrices = DenseMatrices()  # for dense searches filtered by scope (store/dense.py)
         self.last = Timings()
 
     def lexical_index(self, namespace: str) -> Bm25Index:
         generation = self.store.refresh(namespace)
         return self.lexical.get(namespace_key(namespace), generation, lambda: self._lexical_items(namespace))
 
-    def _lexical_items(self, namespace: str) -> Iterator[tuple[str, str]]:
-        """What BM25 indexes: each live chunk's text with its title and section (as the encoder sees it)."""
+    def _lexical_items(self, namespace: str) -> Iterator[tuple[str, str, str]]:
+        """What BM25 indexes: each live chunk's text with its title and section (as the encoder sees it),
+        and its scope."""
         live = sorted(self.store.live_ids(namespace))
         for chunk in self.store.get_chunks(namespace, live):
-            yield chunk.id, chunk.embed_text
+            yield chunk.id, chunk.embed_text, chunk.scope
 
-    def search(self, namespace: str, query: str, k: int) -> list[Hit]:
-        """The k best live chunks for `query`, each with its dense (cosine) score filled in."""
+    def search(self, namespace: str, query: str, k: int, scopes: frozenset[str] | None = None) -> list[Hit]:
+        """The k best live chunks for `query`, each with its dense (cosine) score filled in.
+
+        `scopes`: the scopes the asker may read ("guild" and channel ids), or None for all (the CLI).
+        Both retrievers drop the other scopes' chunks before taking their top k, so a member still
+        gets the passages they may read when the best ones overall are hidden from them.
+        """
         stages: dict[str, float] = {}
         t0 = time.perf_counter()
         vector = self.embedder.embed_query(query)
@@ -135,11 +143,6 @@ class Retriever:
         wide = self.mode == "hybrid" or self.reranker is not None
         pool = max(k, self.candidates if wide else k, self.rerank_candidates if self.reranker else k)
 
-        dense: list[Hit] = []
-        if self.mode in ("dense", "hybrid"):
-            t = time.perf_counter()
-            dense = self.store.query(namespace, vector, pool)
-            stages["dense"] = (time.perf_counter() - t) * 1000
         index: Bm25Index | None = None
         all_scores: np.ndarray | None = None
         lexical: list[tuple[str, float]] = []
@@ -148,8 +151,13 @@ class Retriever:
             index = self.lexical_index(namespace)
             all_scores = index.score_all(query)
             live = self.store.live_ids(namespace)
-            lexical = [(cid, s) for cid, s in index.top(all_scores, pool) if cid in live]
+            lexical = [(cid, s) for cid, s in index.top(all_scores, pool, scopes) if cid in live]
             stages["lexical"] = (time.perf_counter() - t) * 1000
+        dense: list[Hit] = []
+        if self.mode in ("dense", "hybrid"):
+            t = time.perf_counter()
+            dense = self._dense(namespace, vector, pool, scopes, index)
+            stages["dense"] = (time.perf_counter() - t) * 1000
 
         t = time.perf_counter()
         hits = self._combine(namespace, vector, dense, lexical)
@@ -178,6 +186,21 @@ class Retriever:
             stages["rerank"] = (time.perf_counter() - t) * 1000
         self.last = Timings(stages)
         return hits[:k]
+
+    def _dense(
+        self, namespace: str, vector: np.ndarray, k: int, scopes: frozenset[str] | None, index: Bm25Index | None
+    ) -> list[Hit]:
+        """Chroma's nearest chunks when every scope present is allowed (no cost); otherwise the
+        in-process matrix with the other scopes masked (Chroma's `where` filter is slow, store/dense.py)."""
+        if scopes is None or (index is not None and len(index) and index.scopes.covers(scopes)):
+            return self.store.query(namespace, vector, k)
+        generation = self.store.refresh(namespace)
+        matrix = self.dense_matrices.get(self.store, namespace, generation)
+        if matrix.scopes.covers(scopes):
+            return self.store.query(namespace, vector, k)
+        top = matrix.top(vector, k, scopes)
+        by_id = {c.id: c for c in self.store.get_chunks(namespace, [cid for cid, _ in top])}
+        return [Hit(chunk=by_id[cid], score=sim, dense=sim) for cid, sim in top if cid in by_id]
 
     def _combine(
         self, namespace: str, vector: np.ndarray, dense: list[Hit], lexical: list[tuple[str, float]]

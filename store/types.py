@@ -6,12 +6,24 @@ Public signatures use these, never Chroma, llama.cpp or discord types.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 
 def content_hash(text: str) -> str:
     """A short, stable hash of a chunk's text (its identity inside a document)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# The scope of a document readable by every member of its guild (CLI ingests, public Discord ingests,
+# and every document stored before scopes existed); any other scope is a Discord channel or thread id.
+GUILD_SCOPE = "guild"
+
+
+def scope_of(extra: Mapping[str, str] | Sequence[tuple[str, str]]) -> str:
+    """The scope recorded in a document's or chunk's extra metadata ("guild" when none is)."""
+    items = extra if isinstance(extra, Mapping) else dict(extra)
+    return str(items.get("scope") or GUILD_SCOPE)
 
 
 def document_id_for(source: str) -> str:
@@ -74,6 +86,11 @@ class Chunk:
         return f"{head}\n{self.text}" if head else self.text
 
     @property
+    def scope(self) -> str:
+        """Who may read this chunk: "guild", or the id of the channel or thread it came from."""
+        return scope_of(self.extra)
+
+    @property
     def where(self) -> str:
         """Human-readable location: 'p. 3', 'Setup > Discord', or ''."""
         if self.page is not None:
@@ -107,3 +124,8 @@ class DocumentInfo:
     content_hash: str
     chunk_ids: list[str] = field(default_factory=list)
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scope(self) -> str:
+        """Who may read this document: "guild", or the id of the channel or thread it came from."""
+        return scope_of(self.extra)
