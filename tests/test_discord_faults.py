@@ -72,6 +72,11 @@ async def test_429_storms_mid_answer_still_end_done(tmp_path):
         w.fake.inject("PATCH", r"/webhooks/\d+/", [429] * 8, retry_after=0.05)
         [reply] = await w.reply(inter, timeout=40)
         assert complete(reply)
+        # a storm on the acknowledgement itself: it is posted late, and the answer still ends done
+        storm = w.fake.inject("POST", r"/channels/\d+/messages$", [429] * 7, retry_after=0.05)
+        question = await w.ask(w.carol, "Tell me the words")
+        assert complete(await finished(w, question))
+        assert storm.served == 7
 
 
 async def test_server_errors_on_create_and_edit_still_end_done(tmp_path):
@@ -90,6 +95,11 @@ async def test_server_errors_on_create_and_edit_still_end_done(tmp_path):
             failures += not complete(answer)
             assert outage.served == len(statuses)
         assert failures == 0, f"{failures} of {TRIALS} answers did not end done"
+        inter = await w.command(w.bob, "ask", {"question": "Tell me the words"})  # the interaction webhook
+        await w.fake.wait_for(lambda: "word5" in str(w.fake.interaction_messages(inter)))
+        w.fake.inject("PATCH", r"/webhooks/\d+/", [503] * 4)
+        [reply] = await w.reply(inter, timeout=60)
+        assert complete(reply)
 
 
 async def test_gateway_reconnect_and_drop_mid_answer_resume_and_the_answer_ends_done(tmp_path):
