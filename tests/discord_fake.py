@@ -133,6 +133,7 @@ class FakeDiscord:
         self.identified: list[dict[str, Any]] = []
         self.resumed: list[dict[str, Any]] = []  # RESUME payloads (op 6) received
         self.faults: list[Fault] = []
+        self.thread_members: dict[int, set[str]] = {}  # private thread id -> ids of the users who joined it
         self.refuse_resume = False  # answer the next RESUME with INVALID_SESSION (op 9): a fresh IDENTIFY follows
         self.invalidated = 0
         self._sockets: list[web.WebSocketResponse] = []
@@ -264,6 +265,51 @@ class FakeDiscord:
         guild["channels"].append(channel)
         self.channels[int(channel["id"])] = channel
         return channel
+
+    def set_overwrites(self, channel: dict[str, Any], *overwrites: tuple[dict[str, Any], int, int]) -> None:
+        """Channel permission overwrites: (role or user payload, allow bits, deny bits), before the bot starts."""
+        channel["permission_overwrites"] = [
+            {"id": target["id"], "type": 0 if "permissions" in target else 1, "allow": str(allow), "deny": str(deny)}
+            for target, allow, deny in overwrites
+        ]
+
+    def add_private_thread(
+        self, parent: dict[str, Any], name: str, members: Sequence[dict[str, Any]] = ()
+    ) -> dict[str, Any]:
+        """A private thread (type 12) under a text channel; only `members` (and the bot) have joined it."""
+        tid = self.snowflake()
+        thread = {
+            "id": str(tid),
+            "type": 12,
+            "guild_id": parent["guild_id"],
+            "parent_id": parent["id"],
+            "owner_id": members[0]["id"] if members else self.bot_user["id"],
+            "name": name,
+            "message_count": 0,
+            "member_count": len(members) + 1,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+            "total_message_sent": 0,
+            "last_message_id": None,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": 1440,
+                "archive_timestamp": now_iso(),
+                "locked": False,
+                "invitable": False,
+            },
+        }
+        self.channels[tid] = thread
+        self.thread_members[tid] = {self.bot_user["id"], *(m["id"] for m in members)}
+        return thread
+
+    async def set_member_roles(
+        self, guild: dict[str, Any], user: dict[str, Any], roles: Sequence[dict[str, Any]]
+    ) -> None:
+        """Change a member's roles while the bot runs: GUILD_MEMBER_UPDATE (later payloads carry the new roles)."""
+        gid = int(guild["id"])
+        guild["members"][user["id"]] = [r["id"] for r in roles]
+        await self.dispatch("GUILD_MEMBER_UPDATE", {"guild_id": guild["id"], **self.member_payload(gid, user)})
 
     def add_dm(self, user: dict[str, Any]) -> dict[str, Any]:
         """A direct-message channel between `user` and the bot."""
@@ -554,7 +600,7 @@ class FakeDiscord:
     def _guild_create(self, gid: int) -> dict[str, Any]:
         g = self.guilds[gid]
         members = [self.member_payload(gid, self._users[uid]) for uid in g["members"]]
-        threads = [c for c in self.channels.values() if c.get("guild_id") == g["id"] and c["type"] == 11]
+        threads = [c for c in self.channels.values() if c.get("guild_id") == g["id"] and c["type"] in (11, 12)]
         return {
             "id": g["id"],
             "name": g["name"],
@@ -921,6 +967,15 @@ class FakeDiscord:
         await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
         return 200, thread, {}
 
+    async def _thread_member(self, channel: str, user: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
+        members = self.thread_members.get(int(channel))
+        thread = self.channels.get(int(channel))
+        if thread is None or thread["type"] not in (11, 12):
+            return 404, {"code": 10003, "message": "Unknown Channel"}, {}
+        if members is not None and user not in members:
+            return 404, {"code": 10007, "message": "Unknown Member"}, {}
+        return 200, {"id": channel, "user_id": user, "join_timestamp": now_iso(), "flags": 0}, {}
+
     async def _no_content(self, **_: Any) -> tuple[int, Any, dict[str, str]]:
         return 204, None, {}
 
@@ -1039,6 +1094,7 @@ class FakeDiscord:
         ("DELETE", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", _delete_message),
         ("POST", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)/threads", _create_thread),
         ("POST", r"/channels/\d+/typing", _no_content),
+        ("GET", r"/channels/(?P<channel>\d+)/thread-members/(?P<user>\d+)", _thread_member),
         ("PUT", r"/channels/\d+/messages/\d+/reactions/.+", _no_content),
         ("POST", r"/interactions/(?P<iid>\d+)/(?P<token>[^/]+)/callback", _callback),
         ("POST", r"/webhooks/\d+/(?P<token>[^/]+)", _followup),

@@ -183,11 +183,11 @@ def script_answers(service: Any, produce: Callable[[str], Iterator[Any]]) -> Non
 
     Replaces the service's answer entry points, whichever the bot calls: the one-shot stream, or
     the two steps (retrieval, then the model's part in the queue)."""
-    service.ask_stream = lambda namespace, question, history=(): produce(question)
+    service.ask_stream = lambda namespace, question, history=(), scopes=None: produce(question)
     if hasattr(service, "prepare_answer"):
         from bot.answer import Answer
 
-        def prepare(namespace: str, question: str, history: Any = ()) -> Any:
+        def prepare(namespace: str, question: str, history: Any = (), scopes: Any = None) -> Any:
             return SimpleNamespace(answer=Answer(question), done=False, question=question)
 
         service.prepare_answer = prepare

@@ -256,9 +256,9 @@ async def test_reply_chain_is_the_conversation(tmp_path):
         seen: list[list[Turn]] = []
         real = w.service.prepare_answer
 
-        def spy(namespace: str, question: str, history: Sequence[Turn] = ()):  # type: ignore[no-untyped-def]
+        def spy(namespace: str, question: str, history: Sequence[Turn] = (), scopes=None):  # type: ignore[no-untyped-def]
             seen.append(list(history))
-            return real(namespace, question, history)
+            return real(namespace, question, history, scopes)
 
         w.service.prepare_answer = spy
         question = await w.ask(w.alice, "How do I start the bot?")
@@ -286,7 +286,7 @@ async def test_thread_per_question(tmp_path):
         # in the bot's thread no mention is needed, and the thread is the history
         seen: list[list[Turn]] = []
         real = w.service.prepare_answer
-        w.service.prepare_answer = lambda ns, q, h=(): seen.append(list(h)) or real(ns, q, h)
+        w.service.prepare_answer = lambda ns, q, h=(), s=None: seen.append(list(h)) or real(ns, q, h, s)
         await w.fake.user_message(thread, w.alice, "and where is the token read from?")
         await w.fake.wait_for(lambda: sum("✅ done" in m["content"] for m in w.fake.bot_messages(thread)) == 2)
         assert seen == [[Turn("How do I start the bot?", "Use the command ragcord bot. [1]")]]

@@ -109,7 +109,7 @@ def assert_reference_logged(text: str, caplog: Any) -> None:
 async def test_slash_command_errors_show_a_reference_not_the_exception(tmp_path, caplog):
     async with world(tmp_path, FakeLLM()) as w:
 
-        def broken(namespace: str) -> list[Any]:
+        def broken(namespace: str, scopes: Any = None) -> list[Any]:
             raise RuntimeError(f"cannot open {SECRET}")
 
         w.service.documents = broken
@@ -131,7 +131,7 @@ async def test_generation_errors_show_a_reference_not_the_exception(tmp_path, ca
         caplog.clear()
         if hasattr(w.service, "prepare_answer"):  # retrieval failing before the model's turn
 
-            def no_retrieval(namespace: str, question: str, history: Any = ()) -> Any:
+            def no_retrieval(namespace: str, question: str, history: Any = (), scopes: Any = None) -> Any:
                 raise RuntimeError(f"cannot query {SECRET}")
 
             w.service.prepare_answer = no_retrieval

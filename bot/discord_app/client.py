@@ -15,6 +15,7 @@ from discord.ext import commands
 
 from bot.answer import Answer, AnswerEvent, Turn
 from bot.discord_app.errors import failure_text, log_failure
+from bot.discord_app.permissions import ReadableScopes
 from bot.discord_app.queue import GenerationQueue, Job, Producer, RateLimiter, failed_answer, position_text
 from bot.discord_app.streaming import NO_MENTIONS, StreamingReply
 from bot.settings import Settings
@@ -37,6 +38,7 @@ COGS = (
     "bot.discord_app.cogs.summarize",
     "bot.discord_app.cogs.watcher",
     "bot.discord_app.cogs.status",
+    "bot.discord_app.cogs.access",
 )
 
 
@@ -129,6 +131,7 @@ class RagBot(commands.Bot):
         self._ingest_locks: dict[str, asyncio.Lock] = {}  # one per namespace: a slow file holds up only its server
         self.uploads_per_user = RateLimiter(settings.upload_files_per_user_hour, window=3600.0)
         self.uploads_per_guild = RateLimiter(settings.upload_files_per_guild_hour, window=3600.0)
+        self.readable = ReadableScopes()  # what each member may read (cached; cogs/access.py invalidates it)
         self.started_at = time.monotonic()
         self._restore_endpoints: Callable[[], None] | None = None
 
@@ -258,14 +261,17 @@ class RagBot(commands.Bot):
         history: Sequence[Turn],
         *,
         label: str,
+        scopes: frozenset[str] | None = None,
     ) -> Answer | None:
         """Acknowledge, show the reader's evidence at once (retrieval runs outside the model's
-        queue), then queue the model's part; a question that needs no model ends here."""
+        queue), then queue the model's part; a question that needs no model ends here.
+
+        `scopes`: what the reply may show (bot/discord_app/permissions.py); None only outside Discord."""
         await writer.start(position_text(self.queue.ahead_of_new(user_id)))
         if writer.broken:
             return None
         try:
-            prepared = await asyncio.to_thread(self.service.prepare_answer, namespace, question, history)
+            prepared = await asyncio.to_thread(self.service.prepare_answer, namespace, question, history, scopes)
         except Exception:
             await writer.finish(failed_answer(log_failure(log, f"retrieval failed ({label})"), question))
             return writer.answer

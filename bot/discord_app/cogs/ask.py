@@ -184,14 +184,18 @@ class Ask(commands.Cog):
             except discord.HTTPException:
                 log.warning("cannot open a thread in #%s; answering in place", message.channel, exc_info=True)
         namespace = bot.namespace_for(message.guild)
+        # everyone in the channel sees the answer (a thread opened for it has the channel's audience)
+        scopes = await bot.readable.for_reply(message.author, message.guild, message.channel, private=False)
         writer = StreamingReply(ChannelTarget(channel, reference), interval=bot.settings.edit_interval, header=header)
-        await bot.answer(writer, message.author.id, namespace, question, history, label=f"message {message.id}")
+        label = f"message {message.id}"
+        await bot.answer(writer, message.author.id, namespace, question, history, label=label, scopes=scopes)
 
     # -- /ask -------------------------------------------------------------------------------
     @app_commands.command(name="ask", description="Ask a question about this server's documents.")
     @app_commands.describe(
         question="What you want to know, in plain words.",
-        private="Show the answer only to you (default: everyone in the channel sees it).",
+        private="Show the answer only to you; it may then use every channel you can read "
+        "(default: everyone here sees it, so it uses only what this channel's members share).",
     )
     async def ask(self, interaction: discord.Interaction[RagBot], question: str, private: bool = False) -> None:
         bot = self.bot
@@ -201,8 +205,10 @@ class Ask(commands.Cog):
             return
         await interaction.response.defer(ephemeral=private, thinking=True)
         namespace = bot.namespace_for(interaction.guild)
+        scopes = await bot.readable.for_reply(interaction.user, interaction.guild, interaction.channel, private=private)
         writer = StreamingReply(InteractionTarget(interaction, ephemeral=private), interval=bot.settings.edit_interval)
-        await bot.answer(writer, interaction.user.id, namespace, question, (), label=f"/ask {interaction.id}")
+        label = f"/ask {interaction.id}"
+        await bot.answer(writer, interaction.user.id, namespace, question, (), label=label, scopes=scopes)
 
 
 async def setup(bot: RagBot) -> None:

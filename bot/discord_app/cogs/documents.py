@@ -15,10 +15,12 @@ from bot.discord_app.client import Refused, say
 from bot.discord_app.confirm import CONFIRM_SECONDS, ConfirmForget, describe, exact_document
 from bot.discord_app.display import quoted
 from bot.discord_app.errors import log_failure
+from bot.discord_app.permissions import document_scope
 from bot.discord_app.streaming import NO_MENTIONS, InteractionTarget, StreamingReply
 from ingest.limits import check_declared_size
 from ingest.loaders import LoadError
 from store.protocol import STORE_OUTAGE_NOTICE, StoreUnavailable
+from store.types import GUILD_SCOPE
 
 if TYPE_CHECKING:
     from bot.discord_app.client import RagBot
@@ -30,6 +32,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 PAGE_SIZE = 10
 RESULT_WORDS = {"skipped": "refused"}
+VISIBILITY = [
+    app_commands.Choice(name="this channel's readers", value="channel"),
+    app_commands.Choice(name="the whole server", value="public"),
+]
 
 
 def admin_only() -> Callable[[T], T]:
@@ -51,7 +57,8 @@ async def document_choices(interaction: discord.Interaction[RagBot], current: st
     """Documents of this server only (its namespace), filtered by what was typed."""
     bot = interaction.client
     namespace = bot.namespace_for(interaction.guild)
-    docs = await asyncio.to_thread(bot.service.documents, namespace)
+    scopes = await bot.readable.scopes(interaction.user, interaction.guild)  # only the typist sees the choices
+    docs = await asyncio.to_thread(bot.service.documents, namespace, scopes)
     key = current.strip().lower()
     choices = []
     for doc in docs:
@@ -110,7 +117,10 @@ class Documents(commands.Cog):
         file3="Another document (optional).",
         file4="Another document (optional).",
         file5="Another document (optional).",
+        visibility="Who may get answers from these files: this channel's readers (the default where not "
+        "everyone may read it) or the whole server (the default where everyone may).",
     )
+    @app_commands.choices(visibility=VISIBILITY)
     @app_commands.guild_only()
     @admin_only()
     async def ingest(
@@ -121,6 +131,7 @@ class Documents(commands.Cog):
         file3: discord.Attachment | None = None,
         file4: discord.Attachment | None = None,
         file5: discord.Attachment | None = None,
+        visibility: app_commands.Choice[str] | None = None,
     ) -> None:
         await interaction.response.defer(thinking=True)
         bot = self.bot
@@ -129,18 +140,26 @@ class Documents(commands.Cog):
         await writer.start(f"⏳ reading {len(files)} file{'s' if len(files) != 1 else ''}…")
         assert interaction.guild is not None
         namespace = bot.namespace_for(interaction.guild)
+        scope = document_scope(interaction.channel, visibility.value if visibility else None)
         rows = []
         async with bot.ingest_lock(namespace):
             for i, attachment in enumerate(files, start=1):
                 step = f"{i}/{len(files)}"
-                rows.append(await self._ingest_one(namespace, interaction.guild.id, attachment, writer, step))
+                rows.append(await self._ingest_one(namespace, interaction.guild.id, attachment, writer, step, scope))
             if any(r[1] in ("added", "updated") for r in rows):
                 writer.set_status("⏳ indexing…")
                 await asyncio.to_thread(bot.service.prepare_index, namespace)
-        await writer.finish_text(f"**Ingest report**\n{result_table(rows)}")
+        who = "everyone in this server" if scope["scope"] == GUILD_SCOPE else "members who can read this channel"
+        await writer.finish_text(f"**Ingest report** (answers from these files go to {who})\n{result_table(rows)}")
 
     async def _ingest_one(
-        self, namespace: str, guild_id: int, attachment: discord.Attachment, writer: StreamingReply, step: str
+        self,
+        namespace: str,
+        guild_id: int,
+        attachment: discord.Attachment,
+        writer: StreamingReply,
+        step: str,
+        scope: dict[str, str],
     ) -> tuple[str, str, str, str]:
         service = self.bot.service
         name = attachment.filename
@@ -161,7 +180,13 @@ class Documents(commands.Cog):
 
         writer.set_status(f"⏳ {step} reading {name}…")
         result = await asyncio.to_thread(
-            service.ingest_bytes, namespace, data, name, source=f"discord:{guild_id}:{name}", progress=progress
+            service.ingest_bytes,
+            namespace,
+            data,
+            name,
+            source=f"discord:{guild_id}:{name}",
+            extra=scope,
+            progress=progress,
         )
         log.info("ingested %s into %s: %s %s", name, namespace, result.status, result.reason)
         return result_row(name, result)
@@ -174,8 +199,10 @@ class Documents(commands.Cog):
     ) -> None:
         await interaction.response.defer(thinking=True)
         namespace = self.bot.namespace_for(interaction.guild)
+        readable = self.bot.readable
+        scopes = await readable.for_reply(interaction.user, interaction.guild, interaction.channel, private=False)
         try:
-            docs = await asyncio.to_thread(self.bot.service.documents, namespace)
+            docs = await asyncio.to_thread(self.bot.service.documents, namespace, scopes)
         except StoreUnavailable:  # an outage is not an empty store
             log.warning("/sources: the store is unreachable", exc_info=True)
             await say(interaction, STORE_OUTAGE_NOTICE)
@@ -206,7 +233,8 @@ class Documents(commands.Cog):
         """Names one exact document (the autocomplete's id), says what will go, and waits for a button."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         namespace = self.bot.namespace_for(interaction.guild)
-        docs = await asyncio.to_thread(self.bot.service.documents, namespace)
+        scopes = await self.bot.readable.scopes(interaction.user, interaction.guild)  # the reply is private
+        docs = await asyncio.to_thread(self.bot.service.documents, namespace, scopes)
         doc = exact_document(docs, document)
         if doc is None:
             await say(

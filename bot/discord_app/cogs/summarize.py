@@ -12,6 +12,7 @@ from discord.ext import commands
 
 from bot.discord_app.client import say
 from bot.discord_app.cogs.documents import document_choices
+from bot.discord_app.permissions import origin
 from bot.discord_app.streaming import InteractionTarget, StreamingReply, sanitize
 from bot.service import DocumentNotFound
 
@@ -53,14 +54,17 @@ class Summarize(commands.Cog):
         await interaction.response.defer(thinking=True)
         namespace = bot.namespace_for(interaction.guild)
         if document:
+            # the summary is public: only documents this channel's audience may read
+            user, guild = interaction.user, interaction.guild
+            scopes = await bot.readable.for_reply(user, guild, interaction.channel, private=False)
             try:
-                info = await asyncio.to_thread(bot.service.find_document, namespace, document)
+                info = await asyncio.to_thread(bot.service.find_document, namespace, document, scopes)
             except DocumentNotFound as exc:
                 text = f"Nothing to summarise: {sanitize(str(exc))}."
                 await say(interaction, text)
                 return
             doc_id = info.doc_id
-            produce = lambda: bot.service.summarize_document_stream(namespace, doc_id)  # noqa: E731
+            produce = lambda: bot.service.summarize_document_stream(namespace, doc_id, scopes)  # noqa: E731
         else:
             channel = interaction.channel
             where = scope.value if scope else ("thread" if isinstance(channel, discord.Thread) else "channel")
@@ -68,6 +72,11 @@ class Summarize(commands.Cog):
                 await say(interaction, "This isn't a thread: pick a document, or the channel scope.")
                 return
             limit = 1000 if where == "thread" else messages
+            readable = await bot.readable.scopes(interaction.user, interaction.guild)
+            if interaction.guild is not None and origin(channel)[0] not in readable:
+                # the bot reads the history with its own permissions: not for someone who may not
+                await say(interaction, "You can't read this channel's history, so I won't summarise it.")
+                return
             try:
                 items, title = await self._read(channel, limit)
             except discord.Forbidden:

@@ -18,6 +18,7 @@ from discord.ext import commands
 from bot.discord_app.cogs.documents import declared_size_refusal
 from bot.discord_app.display import quoted
 from bot.discord_app.errors import failure_text, log_failure
+from bot.discord_app.permissions import document_scope
 from bot.discord_app.streaming import NO_MENTIONS, sanitize
 
 if TYPE_CHECKING:
@@ -79,7 +80,8 @@ class Watcher(commands.Cog):
         bot = self.bot
         service = bot.service
         namespace = bot.namespace_for(message.guild)
-        extra = {"jump_url": message.jump_url, "message_id": str(message.id)}
+        # readable where the message is: guild-wide only if nobody is kept out of its channel
+        extra = {"jump_url": message.jump_url, "message_id": str(message.id), **document_scope(message.channel, None)}
         admin = bot.is_admin(message.author)
         refusal = "" if admin else self.uploader_refusal(message.author)
         if refusal:
