@@ -3,9 +3,9 @@
 A member who may read only some channels must get the best chunks *they* may read,
 so the filter has to apply before the top k. Chroma's `where` filter does that, but
 cost 150-200 ms a query at 100k vectors (bench/permissions.py measures it again), so a
-filtered dense search runs here instead: one float32 matrix of the live vectors and
-the scope of each row; the search is one matrix-vector product, the rows of other
-scopes masked, and a partial sort. Unfiltered searches (every scope allowed: the CLI,
+filtered dense search runs here instead: one float32 matrix of the live vectors, its
+rows grouped by scope; the search multiplies only the allowed scopes' rows by the
+query and partially sorts the result. Unfiltered searches (every scope allowed: the CLI,
 or a guild where all documents are guild-wide) keep using Chroma and never build this.
 
 The matrix is built from the store on the first filtered search of a generation and
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -45,27 +45,45 @@ def row_scope(meta: dict[str, object]) -> str:
 
 @dataclass(slots=True)
 class DenseMatrix:
+    """Rows grouped by scope (each scope's rows are contiguous), so a filtered search reads only
+    the allowed scopes' rows: the product is memory-bound (154 MB for 100k rows of 384)."""
+
     generation: str
     ids: list[str]
     vectors: np.ndarray  # (rows, dim) float32, L2-normalised
     scopes: ScopeColumn
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # scope -> [start, stop) of its rows
+
+    def __post_init__(self) -> None:
+        if not self.spans and len(self.ids):
+            names = self.scopes.names()
+            start = 0
+            for i in range(1, len(names) + 1):
+                if i == len(names) or names[i] != names[start]:
+                    if names[start] in self.spans:
+                        raise ValueError("rows of a scope must be contiguous")
+                    self.spans[names[start]] = (start, i)
+                    start = i
 
     def top(self, vector: np.ndarray, k: int, scopes: frozenset[str] | None) -> list[tuple[str, float]]:
         """(chunk id, cosine) of the k most similar rows whose scope is allowed, best first."""
         if not self.ids or k <= 0:
             return []
-        sims = self.vectors @ np.asarray(vector, dtype=np.float32)
-        mask = self.scopes.mask(scopes)
-        if mask is not None:
-            allowed = int(mask.sum())
-            if allowed == 0:
+        query = np.asarray(vector, dtype=np.float32)
+        if self.scopes.covers(scopes):
+            rows = np.arange(len(self.ids))
+            sims = self.vectors @ query
+        else:
+            assert scopes is not None
+            spans = [self.spans[s] for s in sorted(scopes) if s in self.spans]
+            if not spans:
                 return []
-            sims = np.where(mask, sims, np.float32(-np.inf))
-            k = min(k, allowed)
-        k = min(k, len(self.ids))
+            rows = np.concatenate([np.arange(a, b) for a, b in spans])
+            sims = np.concatenate([self.vectors[a:b] @ query for a, b in spans])
+        k = min(k, len(rows))
         top = np.argpartition(-sims, k - 1)[:k]
         top = top[np.argsort(-sims[top], kind="stable")]
-        return [(self.ids[i], float(sims[i])) for i in top]
+        return [(self.ids[int(rows[i])], float(sims[i])) for i in top]
 
 
 class DenseMatrices:
@@ -104,4 +122,6 @@ def build_matrix(store: VectorStore, namespace: str, generation: str) -> DenseMa
         scopes.extend(row_scope(metas[cid]) for cid in batch)
         kept.extend(batch)
     vectors = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
-    return DenseMatrix(generation, kept, vectors, ScopeColumn(scopes))
+    order = sorted(range(len(kept)), key=lambda i: scopes[i])  # each scope's rows together
+    ids = [kept[i] for i in order]
+    return DenseMatrix(generation, ids, vectors[order] if order else vectors, ScopeColumn([scopes[i] for i in order]))
