@@ -247,3 +247,29 @@ async def test_permission_matrix(tmp_path):
             READS["alice"] = {"general", "team", "ops", "plans"}
         assert m.asks > before and not m.leaks, m.leaks
         assert not m.missing, m.missing
+
+
+async def test_a_channel_update_drops_the_cached_permissions(tmp_path):
+    """bob's roles do not change, so only CHANNEL_UPDATE can tell the bot he may now read #team."""
+    async with world(tmp_path, FakeLLM(default=echo_passages), prepare=prepare) as w:
+        team = w.fake.channel(w.guild, "team")
+        await ingest(w, team, "quokka.txt", doc_text("quokka", "TEAM-7731"))
+        question = {"question": "What is the quokka vault combination?", "private": True}
+        inter = await w.command(w.bob, "ask", question)
+        await w.reply(inter)
+        assert "TEAM-7731" not in interaction_calls(w.fake, inter)
+        computed = w.bot.readable.computed
+
+        inter = await w.command(w.bob, "ask", question)
+        await w.reply(inter)
+        assert w.bot.readable.computed == computed  # served from the cache
+
+        everyone = w.guild["roles"][0]
+        team_role = next(r for r in w.guild["roles"] if r["name"] == "team")
+        grants = (everyone, 0, VIEW), (team_role, VIEW | HISTORY, 0), (w.bob, VIEW | HISTORY, 0)
+        w.fake.set_overwrites(team, *grants)
+        await w.fake.dispatch("CHANNEL_UPDATE", team)
+        await w.fake.wait_for(lambda: w.bot.readable.computed == computed and not w.bot.readable._cache)
+        inter = await w.command(w.bob, "ask", question)
+        await w.reply(inter)
+        assert "TEAM-7731" in interaction_calls(w.fake, inter)

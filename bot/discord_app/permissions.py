@@ -33,6 +33,7 @@ from store.types import GUILD_SCOPE
 log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 60.0
+MAX_CACHED = 10_000
 GUILD_ONLY = frozenset({GUILD_SCOPE})
 
 
@@ -106,12 +107,14 @@ class ReadableScopes:
         member = user if isinstance(user, discord.Member) else guild.get_member(user.id)
         if member is None:
             return GUILD_ONLY
-        key = (guild.id, member.id, frozenset(member._roles))
+        key = (guild.id, member.id, frozenset(r.id for r in member.roles))
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and now - hit[0] < self.cache_seconds:
             return hit[1]
         found = await self._compute(member, guild)
+        if len(self._cache) >= MAX_CACHED:  # drop what has expired (sets of role sets a member no longer has)
+            self._cache = {k: v for k, v in self._cache.items() if now - v[0] < self.cache_seconds}
         self._cache[key] = (now, found)
         self.computed += 1
         return found
@@ -135,9 +138,11 @@ class ReadableScopes:
                 found.add(str(channel.id))
                 readable_channels[channel.id] = perms
         for thread in guild.threads:
-            if not thread.is_private() or thread.parent_id not in readable_channels:
-                continue  # a public thread's documents carry its parent's scope
-            if readable_channels[thread.parent_id].manage_threads or await self._joined(thread, member):
+            if thread.parent_id not in readable_channels:
+                continue
+            if not thread.is_private():
+                found.add(str(thread.id))  # its documents carry its parent's scope; its own id only if unresolved
+            elif readable_channels[thread.parent_id].manage_threads or await self._joined(thread, member):
                 found.add(str(thread.id))
         return frozenset(found)
 
