@@ -93,8 +93,29 @@ def main(argv: list[str] | None = None) -> int:
             / max(1, len(cases[split]))
         )
     rows.append(["(ceiling: a top-3 passage contains gold)", "", *evidence])
+
+    # how sure the reader is: a lead whose best sentence covers little of the question is
+    # shown with a caution; "confidently wrong" counts only the leads shown without one
+    default = SentenceSelector(None)
+    conf_rows = []
+    for threshold in (0.0, 0.2, 0.3, 0.4, 0.5, 0.6):
+        figures = []
+        for split in ("tune", "held"):
+            sure = wrong = 0
+            for gold, hits, scored in cases[split]:
+                lead = default.lead_from(scored, hits)
+                if lead is None or lead.lexical < threshold:
+                    continue
+                sure += 1
+                wrong += not contains(lead.text, gold) and any(contains(h.chunk.text, gold) for h in hits)
+            n = max(1, len(cases[split]))
+            figures += [sure / n, wrong / n]
+        conf_rows.append([f"{threshold:.1f}", *figures])
     print(f"\nlead contains the gold answer (tune {len(cases['tune'])}, held out {len(cases['held'])} questions)")
     print(table(["reader", "weights lex/dense/rank", "tune", "held out"], rows))
+    print("\nleads shown without a caution when the best sentence covers this much of the question (lexical):")
+    heads = ["lexical >=", "tune: no caution", "tune: confidently wrong", "held: no caution", "held: confidently wrong"]
+    print(table(heads, conf_rows))
     return 0
 
 

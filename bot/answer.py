@@ -101,9 +101,9 @@ class Answer:
 
 
 def quote_line(c: Citation) -> str:
-    """A verbatim quote shown as what it is: '*Title*, Section: "…" [n]'."""
+    """A verbatim quote shown as what it is, its source after it: '"…" (*Title*, Section) [n]'."""
     where = f", {c.location}" if c.location and c.location != c.chunk.title else ""
-    return f'*{c.chunk.title or c.chunk.source}*{where}: "{c.quote}" [{c.number}]'
+    return f'"{c.quote}" (*{c.chunk.title or c.chunk.source}*{where}) [{c.number}]'
 
 
 @dataclass(frozen=True, slots=True)

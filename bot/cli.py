@@ -234,8 +234,9 @@ def _stream(console: Console, events: Iterator[AnswerEvent]) -> Answer:
 def _quote_markup(c: Citation) -> str:
     from rich.markup import escape
 
-    where = f", {escape(c.location)}" if c.location else ""
-    return f'[italic]{escape(c.chunk.title or c.chunk.source)}[/]{where}: "{escape(c.quote)}" [bold]\\[{c.number}][/]'
+    where = f", {escape(c.location)}" if c.location and c.location != c.chunk.title else ""
+    source = f"[italic]{escape(c.chunk.title or c.chunk.source)}[/]{where}"
+    return f'"{escape(c.quote)}" — {source} [bold]\\[{c.number}][/]'
 
 
 def _print_answer(console: Console, answer: Answer, *, streamed: str | None = None) -> None:

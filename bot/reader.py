@@ -36,7 +36,7 @@ DENSE_WEIGHT = 1.0
 RANK_WEIGHT = 0.25
 FRAGMENT_WORDS = 6  # a best sentence shorter than this takes its neighbour
 LEAD_CHARS = 300  # what a member reads first; a neighbour is added only within it
-TITLE_ROOM = 60  # of which the quote's source ("*Title*, Section: ") takes about this much
+TITLE_ROOM = 20  # of which the quote marks and its number take about this much (the source follows the quote)
 EXTEND = True  # add the better neighbour when both fit (measured: bench/reader.py)
 
 Embed = Callable[[Sequence[str]], np.ndarray]

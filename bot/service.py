@@ -132,6 +132,9 @@ class RagService:
             max_bytes=s.max_file_bytes,
             pdf_password=password,
             refusals_path=Path(s.data_dir) / "refused-files.json",
+            pdf_timeout=s.pdf_timeout,
+            max_pages=s.pdf_max_pages,
+            max_text_chars=s.max_text_chars,
         )
         self.params = GenerationParams(
             max_tokens=s.llm_max_tokens, temperature=s.llm_temperature, top_p=s.llm_top_p, stop=STOP, seed=s.llm_seed

@@ -26,15 +26,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from ingest.chunking import Chunker
 from ingest.commit import Committer
 from ingest.limits import check_declared_size, read_within_limit
-from ingest.loaders import LoadError, load_bytes
+from ingest.loaders import DEFAULT_MAX_PAGES, DEFAULT_MAX_TEXT_CHARS, LoadError, load_bytes
 from ingest.refusals import Refusals
 from ingest.sources import (
     IngestOutcome,
@@ -45,7 +47,7 @@ from ingest.sources import (
     Source,
     discover,
 )
-from ingest.workers import PdfWorker, Prefetch
+from ingest.workers import DEFAULT_PDF_TIMEOUT, PdfWorker, Prefetch
 from store.embedder import Embedder, encoder_identity
 from store.protocol import ReindexProgress, StoreError, VectorStore
 from store.types import DocumentInfo, LoadedDocument, document_id_for
@@ -60,6 +62,7 @@ _SNAPSHOT_MIN_ITEMS = 16
 _EAGER_FLUSH_CHUNKS = 32
 # From this many items, PDFs are parsed in a worker process (spawning it costs about a second).
 _PDF_WORKER_MIN_ITEMS = 8
+_UPLOAD_WAIT_S = 60.0  # an upload's PDF waits this long for the worker process rather than being parsed here
 
 
 class Ingestor:
@@ -75,6 +78,10 @@ class Ingestor:
         pdf_password: str | None = None,
         batch_chunks: int = 256,
         refusals_path: Path | None = None,
+        pdf_timeout: float = DEFAULT_PDF_TIMEOUT,
+        max_pages: int = DEFAULT_MAX_PAGES,
+        max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+        pdf_parse: Callable[..., LoadedDocument] | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -85,7 +92,13 @@ class Ingestor:
         self.encoder = encoder_identity(embedder)
         # Part of every document's fingerprint. The encoder is not: each namespace records its
         # encoder and refuses another one (`check_encoder`), and `reindex` keeps the documents.
-        self._settings_sig = chunker.signature
+        self._settings_sig = f"{chunker.signature}|pages={max_pages}|chars={max_text_chars}"
+        self.pdf_timeout, self.max_pages, self.max_text_chars = pdf_timeout, max_pages, max_text_chars
+        self._pdf_parse = pdf_parse  # None: `load_bytes` (tests pass one that misbehaves on purpose)
+        # Uploads (one document a run: Discord attachments) are parsed in a long-lived worker
+        # process, so a PDF that kills or stalls the parser cannot take the bot's process with it.
+        self._upload_worker: PdfWorker | None = None
+        self._upload_lock = threading.Lock()
         self.refusals = Refusals(refusals_path)
         self._committer = Committer(store)
         password_sig = hashlib.sha256((pdf_password or "").encode()).hexdigest()[:12]
@@ -130,10 +143,29 @@ class Ingestor:
         state = IngestProgress(files_total=1)
         items = iter([Source(lambda: data, filename, source, title, extra or {})])
         try:
-            return self._run(namespace, items, state, progress)[0]
+            return self._run(namespace, items, state, progress, isolated=True)[0]
         except StoreError as exc:
             log.warning("ingest of %s into %s failed: %s", source, namespace, exc)
             return IngestResult(source, title or filename, "failed", str(exc), doc_id=document_id_for(source))
+
+    def _parse_here(self, data: bytes, filename: str, **kwargs: Any) -> LoadedDocument:
+        return (self._pdf_parse or load_bytes)(data, filename, **kwargs)
+
+    def _isolated_load(self, data: bytes, filename: str, **kwargs: Any) -> LoadedDocument:
+        with self._upload_lock:  # one upload at a time through the worker's pipe
+            if self._upload_worker is None:
+                parse = self._pdf_parse or load_bytes
+                self._upload_worker = PdfWorker(timeout=self.pdf_timeout, parse=parse, wait=_UPLOAD_WAIT_S)
+            return self._upload_worker.load(
+                data, filename, max_pages=self.max_pages, max_chars=self.max_text_chars, **kwargs
+            )
+
+    def close(self) -> None:
+        """Stop the uploads' PDF worker process (if one was started)."""
+        with self._upload_lock:
+            if self._upload_worker is not None:
+                self._upload_worker.close()
+                self._upload_worker = None
 
     def forget(self, namespace: str, doc_id: str) -> DocumentInfo | None:
         with self.store.writer(namespace):
@@ -147,14 +179,31 @@ class Ingestor:
             )
 
     # -- the pipeline -------------------------------------------------------------------
-    def _run(self, namespace: str, items: Iterator, state: IngestProgress, progress: ProgressCallback | None):  # type: ignore[type-arg, no-untyped-def]
+    def _run(  # type: ignore[no-untyped-def]
+        self,
+        namespace: str,
+        items: Iterator,  # type: ignore[type-arg]
+        state: IngestProgress,
+        progress: ProgressCallback | None,
+        *,
+        isolated: bool = False,
+    ):
         """`items` yields `Source`s (or (read, filename, source, title, extra) tuples)."""
         notify = progress or (lambda _s: None)
         known: dict[str, DocumentInfo] | None = None
         if state.files_total - state.files_done >= _SNAPSHOT_MIN_ITEMS:
             known = {d.doc_id: d for d in self.store.documents(namespace)}
-        worker = PdfWorker() if state.files_total - state.files_done >= _PDF_WORKER_MIN_ITEMS else None
-        load = worker.load if worker is not None else load_bytes
+        worker: PdfWorker | None = None
+        if isolated:
+            load = self._isolated_load
+        else:
+            if state.files_total - state.files_done >= _PDF_WORKER_MIN_ITEMS:
+                worker = PdfWorker(timeout=self.pdf_timeout, parse=self._pdf_parse or load_bytes)
+            load = functools.partial(
+                worker.load if worker is not None else self._parse_here,
+                max_pages=self.max_pages,
+                max_chars=self.max_text_chars,
+            )
 
         def prepare(item: Source | tuple) -> Prepared:  # type: ignore[type-arg]
             src = item if isinstance(item, Source) else Source(*item)

@@ -45,7 +45,11 @@ class PdfWorker:
     """
 
     def __init__(
-        self, *, timeout: float = DEFAULT_PDF_TIMEOUT, parse: Callable[..., LoadedDocument] = load_bytes
+        self,
+        *,
+        timeout: float = DEFAULT_PDF_TIMEOUT,
+        parse: Callable[..., LoadedDocument] = load_bytes,
+        wait: float = 0.0,
     ) -> None:
         self.timeout = timeout
         self.restarts = 0  # workers started again after a crash, a stall or an idle death
@@ -55,8 +59,9 @@ class PdfWorker:
         self._up = False  # the worker said it is ready
         # How long a PDF waits for the worker to come up: not at all for the first one (the
         # encoder has nothing to do yet), up to a minute once a worker has had to be restarted,
-        # since PDFs that crash parsers tend to come in batches.
-        self._wait = 0.0
+        # since PDFs that crash parsers tend to come in batches. A long-lived worker (the bot's,
+        # for uploads) passes `wait` so that no PDF is ever parsed in its process.
+        self._wait = wait
         self._disabled = False
         self._closed = False
 

@@ -99,7 +99,7 @@ def test_ask_prints_the_evidence_first_then_the_checked_answer(service, docs_dir
     assert cli.cmd_ask(args, service.settings, console) == 0
     out = console.file.getvalue()
     lead, rest = out.split("the model's phrasing (checking…):", 1)
-    assert '"Invoices are sent on the first Monday of every month. Refunds take ten business days." [1]' in lead
+    assert '"Invoices are sent on the first Monday of every month. Refunds take ten business days." — ' in lead
     streamed, checked = rest.split("\nAnswer", 1)
     assert "[9]" in streamed  # what the model wrote, as it streamed
     assert "Refunds take ten business days. [1]" in checked and "[9]" not in checked.split("Sources")[0]

@@ -130,7 +130,8 @@ async def test_failure_mid_answer_is_explained_and_the_bot_keeps_serving(tmp_pat
         with caplog.at_level(logging.ERROR):
             failed = await w.answer(await w.ask(w.alice, "How do I start the bot?"))
         # the reader's quote still answers; the half-written text is gone, and the note says why
-        assert failed[-1]["content"].startswith("*Deploying*: “The bot runs on a single server.")
+        assert failed[-1]["content"].startswith("“The bot runs on a single server.")
+        assert "” — *Deploying* [1]" in failed[-1]["content"]
         assert (
             "the model failed while phrasing" in failed[-1]["content"]
             and "Start it with" not in failed[-1]["content"].split("”")[1]
@@ -344,7 +345,7 @@ async def test_the_evidence_shows_before_the_models_first_token(tmp_path):
             or "⏳" in contents[with_lead[0]]
         )
         # the final message: the checked answer, its quote, the sources
-        assert final[-1]["content"].startswith("Use the command ragcord bot to start it. [1]\n> *Deploying*: “The bot")
+        assert final[-1]["content"].startswith("Use the command ragcord bot to start it. [1]\n> “The bot")
         assert final[-1]["embeds"]
 
 

@@ -117,3 +117,30 @@ def test_a_worker_that_cannot_start_leaves_parsing_here() -> None:
         assert parse(w, "b.pdf").extra["parsed_by"] == str(os.getpid())
     finally:
         w.close()
+
+
+def test_an_uploaded_pdf_is_parsed_in_the_worker_so_a_crash_cannot_take_the_bot_down(tmp_path) -> None:
+    # A Discord upload is a run of one file: it used to be parsed in the bot's own process,
+    # where a PDF that kills or stalls the parser kills or stalls the bot.
+    from ingest.chunking import Chunker
+    from ingest.pipeline import Ingestor
+    from store.chroma import ChromaLocation, ChromaStore
+    from tests.fakes import FakeEmbedder
+
+    embedder = FakeEmbedder()
+    store = ChromaStore(ChromaLocation(path=tmp_path / "chroma"), refresh_interval=0.0)
+    chunker = Chunker(embedder.count_tokens, max_tokens=256, target_tokens=200, overlap_tokens=40)
+    ingestor = Ingestor(store, embedder, chunker, pdf_parse=parse_or_misbehave, pdf_timeout=2.0)
+    try:
+        pdf = make_pdf(["Otters hold hands while they sleep."])
+        crashed = ingestor.ingest_bytes("ns", pdf, "crash.pdf", source="upload:crash.pdf")
+        assert crashed.status == "skipped" and "crashed" in crashed.reason  # and this process is alive
+        stalled = ingestor.ingest_bytes("ns", pdf, "stall.pdf", source="upload:stall.pdf")
+        assert stalled.status == "skipped" and "still working on it after 2 s" in stalled.reason
+        fine = ingestor.ingest_bytes("ns", pdf, "otters.pdf", source="upload:otters.pdf")
+        assert fine.status == "added"
+        [doc] = [d for d in store.documents("ns") if d.source == "upload:otters.pdf"]
+        assert doc.extra["parsed_by"] != str(os.getpid())
+    finally:
+        ingestor.close()
+        store.close()

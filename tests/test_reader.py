@@ -117,7 +117,8 @@ def test_a_backed_but_irrelevant_sentence_is_replaced_by_the_quote(service, docs
     answer = service.ask(NS, "Where is the Discord token read from?")
     assert answer.led_by == "quote" and answer.text == ""
     assert answer.rejected
-    assert answer.reply.startswith("*Deploying*, Tokens:") and "DISCORD_TOKEN environment variable" in answer.reply
+    assert answer.reply.startswith('"The Discord token is read from the DISCORD_TOKEN environment variable only."')
+    assert "(*Deploying*, Tokens) [" in answer.reply
     assert "Invoices" not in answer.reply
 
 

@@ -49,7 +49,7 @@ def test_cli_ingests_docs_and_answers_with_a_verified_citation(env, tmp_path):
     # the lead, printed first, is the sentence that explains the check, quoted with its source
     # (SmolLM2 alone led with a sentence from the wrong passage here: "A weakly relevant best passage ...")
     lead = " ".join(out.stdout.split("the model's phrasing")[0].split())
-    assert lead.startswith("How ragcord works, The path of a question:"), out.stdout
+    assert lead.startswith('"') and "— How ragcord works, The path of a question [" in lead, out.stdout
     assert "citation numbers that point to a passage that exists" in lead, out.stdout
     number = lead.rsplit("[", 1)[1].split("]")[0]
     assert f"[{number}] How ragcord works" in out.stdout  # its citation number names a listed source

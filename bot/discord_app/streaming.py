@@ -83,10 +83,10 @@ def source_line(c: Citation) -> str:
 
 
 def lead_line(c: Citation) -> str:
-    """The reader's verbatim evidence, shown as what it is: *Title*, Section: “…” [n]."""
+    """The reader's verbatim evidence, shown as what it is: “…” — *Title*, Section [n]."""
     title = quoted(c.chunk.title or c.chunk.source or "untitled")
     where = f", {quoted(c.chunk.where)}" if c.chunk.where and c.chunk.where != c.chunk.title else ""
-    return f"*{title}*{where}: “{quoted(_clip(' '.join(c.quote.split()), QUOTE_CHARS))}” [{c.number}]"
+    return f"“{quoted(_clip(' '.join(c.quote.split()), QUOTE_CHARS))}” — *{title}*{where} [{c.number}]"
 
 
 URGENT_GAP = 0.25  # seconds: the evidence's edit may follow the acknowledgement this soon

@@ -37,7 +37,7 @@ def answer_text(message: discord.Message) -> str:
     """An answer message without its status lines (header, "done", notes), and without the
     evidence quote under a model-written answer (the answer itself is the turn)."""
     text = _STATUS_LINE.sub("", message.content).strip()
-    answer, quote, _ = text.partition("\n> *")
+    answer, quote, _ = text.partition("\n> “")
     return answer.strip() if quote and answer.strip() else text
 
 
