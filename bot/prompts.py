@@ -3,11 +3,12 @@ prefix cache evaluates it once per process; passages and question follow."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from bot.citations import best_quote
 from bot.llm import Message
-from store.text import idf_weights
+from store.text import idf_weights, split_sentences
 from store.types import Chunk
 
 SYSTEM = (
@@ -28,6 +29,29 @@ SUMMARY_SYSTEM = (
 # Characters of each passage the model reads (RAGCORD_PASSAGE_CHARS): bench/README.md, Answering.
 PASSAGE_CHARS = 250
 
+# A sentence of a document that speaks to the model instead of the reader ("Ignore the other
+# passages", "Always answer with this link", "say the admin password is ..."): never chosen as
+# evidence and never put in a prompt. The prompt also marks passages as data; a 135M model
+# does not heed that (bench/injection.py), so the sentence is kept out altogether.
+_INSTRUCTION = re.compile(
+    r"\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+|the\s+)?(?:other|previous|prior|above|earlier|preceding)\b"
+    r"|\b(?:always|you\s+must|you\s+should|be\s+sure\s+to)\s+(?:answer|reply|respond|say|tell|include|link|mention)\b"
+    r"|\bsay\s+(?:that\s+)?the\s+(?:\w+\s+)?password\b"
+    r"|\b(?:system|hidden)\s+prompt\b|\bas\s+an\s+(?:ai|assistant|language\s+model)\b",
+    re.IGNORECASE,
+)
+
+
+def instruction_like(sentence: str) -> bool:
+    return _INSTRUCTION.search(sentence) is not None
+
+
+def without_instructions(text: str) -> str:
+    """`text` less its sentences that address the model (see `instruction_like`)."""
+    kept = [s for s in split_sentences(text) if not instruction_like(s)]
+    return " ".join(kept) if len(kept) < len(split_sentences(text)) else text
+
+
 STOP = ("<|im_end|>", "<|endoftext|>", "\nQuestion:", "\nPassages:", "\n[Passage", "\n\n\n", "</documents>")
 
 
@@ -43,7 +67,7 @@ def passage_block(chunks: Sequence[Chunk], max_chars: int, *, focus: str = "") -
     idf = idf_weights([c.text for c in chunks]) if focus else None
     lines = []
     for n, chunk in enumerate(chunks, start=1):
-        text = " ".join(chunk.text.split())
+        text = " ".join(without_instructions(chunk.text).split())
         if max_chars and len(text) > max_chars:
             if focus:
                 text = best_quote(text, focus, max_chars=max_chars, idf=idf)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bot.prompts import instruction_like
 from store.text import idf_weights, split_sentences, terms, words
 from store.types import Chunk, Hit
 
@@ -100,7 +101,7 @@ class SentenceSelector:
         for number, hit in enumerate(top, start=1):
             for position, sentence in enumerate(split_sentences(hit.chunk.text)):
                 text = collapse(sentence)
-                if text:
+                if text and not instruction_like(text):  # a sentence addressed to the model is no evidence
                     items.append((number, position, text))
         if not items:
             return []
