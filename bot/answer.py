@@ -30,6 +30,7 @@ from bot.llm import LLM, GenerationParams, LLMError
 from bot.prompts import PASSAGE_CHARS, STOP, answer_messages
 from bot.reader import Lead, SentenceSelector
 from bot.repetition import degenerate_at, drop_repeated_sentences, stop_when_degenerate
+from store.protocol import STORE_OUTAGE_NOTICE, EncoderMismatch, StoreUnavailable
 from store.retrieval import Retriever
 from store.text import content_words, terms
 from store.types import Hit
@@ -44,6 +45,10 @@ DECLINE = "I couldn't find anything about that in the documents I have."
 CAUTION = "The closest passages are only loosely related, so treat this answer with care."
 QUOTED = "Quoted from the documents: the model's phrasing did not pass the checks."
 QUOTED_MODEL_FAILED = "Quoted from the documents: the model failed while phrasing an answer."
+ENCODER_CHANGED = (
+    "The documents were indexed with another embedding model than the one configured now, so they cannot be "
+    "searched until an admin runs `ragcord reindex`."
+)
 QUESTION_TOO_LONG = (
     "Your question is {length} characters long; the limit is {limit} (RAGCORD_MAX_QUESTION_CHARS). "
     "Ask it in fewer words."
@@ -226,7 +231,16 @@ class Answerer:
             answer.note = QUESTION_TOO_LONG.format(length=len(question), limit=self.max_question_chars)
             return Prepared(answer, [], None, done=True)
         t0 = time.perf_counter()
-        answer.search_query, hits = self.retrieve(namespace, question, history, scopes)
+        try:
+            answer.search_query, hits = self.retrieve(namespace, question, history, scopes)
+        except StoreUnavailable:  # an outage is said as one, never as "nothing found"
+            log.warning("retrieval failed: the store is unreachable", exc_info=True)
+            answer.status, answer.note = "failed", STORE_OUTAGE_NOTICE
+            return Prepared(answer, [], None, done=True)
+        except EncoderMismatch:
+            log.error("retrieval refused: the namespace was embedded by another encoder", exc_info=True)
+            answer.status, answer.note = "failed", ENCODER_CHANGED
+            return Prepared(answer, [], None, done=True)
         answer.hits = hits
         answer.timings["retrieve_ms"] = (time.perf_counter() - t0) * 1000
         events: list[AnswerEvent] = [Retrieved(hits)]

@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
         if args.namespace:
-            settings.namespace = args.namespace
+            settings = settings.model_copy(update={"namespace": args.namespace})  # settings stay as loaded
         if args.command == "bot":
             from bot.discord_app.run import run_bot
 
@@ -144,7 +144,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings, console: Console) -
 
     passive_openmp_waits()  # this process never loads the model: torch's idle threads leave the cores to the parser
     if args.pdf_password:
-        settings.pdf_password = SecretStr(args.pdf_password)
+        settings = settings.model_copy(update={"pdf_password": SecretStr(args.pdf_password)})
     service = _service(settings)
     started = time.perf_counter()
     columns = (
@@ -194,7 +194,7 @@ def _print_ingest_table(console: Console, results: list, seconds: float) -> None
 
 def cmd_ask(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     if args.top_k:
-        settings.top_k = args.top_k
+        settings = settings.model_copy(update={"top_k": args.top_k})
     question = " ".join(args.question).strip()
     if not question:
         raise CliError("empty question")

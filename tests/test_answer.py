@@ -165,3 +165,17 @@ def test_repetition_guard_passes_distinct_sentences_and_closes_the_model_stream(
     assert drop_repeated_sentences(plain) == plain
     # a real model's piece after the repeat was " [": the stop leaves it, the final text does not
     assert tidy("Check the quote. [1] Then sync. Then sync. [") == "Check the quote. [1] Then sync."
+
+
+def test_a_store_outage_is_said_as_one_not_as_nothing_found(service, docs_dir, fake_llm, monkeypatch):
+    from store.protocol import STORE_OUTAGE_NOTICE, StoreUnavailable
+
+    service.ingest_paths(NS, [docs_dir])
+
+    def down(*args, **kwargs):
+        raise StoreUnavailable("cannot reach chroma at 127.0.0.1:8000")
+
+    monkeypatch.setattr(service.retriever, "search", down)
+    answer = service.ask(NS, "How long do refunds take?")
+    assert answer.status == "failed" and answer.note == STORE_OUTAGE_NOTICE
+    assert "127.0.0.1" not in answer.note and fake_llm.calls == []

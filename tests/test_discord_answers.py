@@ -366,3 +366,23 @@ async def test_a_queued_question_shows_its_evidence_while_it_waits_for_the_model
         assert "ahead of you" in shown(queued) and "✅ done" not in shown(first)  # still waiting for the model
         assert len(llm.calls) == 1
         await w.answer(queued, timeout=30)
+
+
+async def test_a_store_outage_is_said_as_one_in_discord(tmp_path):
+    from store.protocol import STORE_OUTAGE_NOTICE, StoreUnavailable
+
+    llm = FakeLLM(default="Use the command ragcord bot. [1]")
+    async with world(tmp_path, llm) as w:
+        w.add_document("deploy.md", DEPLOY)
+        real = w.service.retriever.search
+
+        def down(*args: object, **kwargs: object) -> None:
+            raise StoreUnavailable("cannot reach chroma at 127.0.0.1:8000")
+
+        w.service.retriever.search = down  # type: ignore[method-assign]
+        [reply] = await w.answer(await w.ask(w.alice, "How do I start the bot?"))
+        assert reply["content"] == f"⚠️ {STORE_OUTAGE_NOTICE}"
+        assert "couldn't find" not in reply["content"] and "127.0.0.1" not in reply["content"]
+        w.service.retriever.search = real  # type: ignore[method-assign]
+        assert "✅ done" in (await w.answer(await w.ask(w.alice, "How do I start the bot?")))[-1]["content"]
+        assert llm.calls and len(llm.calls) == 1
