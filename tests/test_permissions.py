@@ -196,7 +196,7 @@ class Matrix:
                     self.check(f"{user} /ask private={private} #{cname}", interaction_calls(fake, inter), allowed, word)
                 inter = await w.command(member, "summarize", {"document": self.doc_id(word)}, channel=channel)
                 await fake.wait_for(summary_finished(fake, inter), 15)
-                self.check(f"{user} /summarize #{cname}", interaction_calls(fake, inter), public, None)
+                self.check(f"{user} /summarize #{cname}", interaction_calls(fake, inter), public, word)
             # browsing: /sources (public) and the document autocomplete (only the typist sees it)
             inter = await w.command(member, "sources", channel=channel)
             await w.reply(inter, streamed=False)
@@ -273,3 +273,36 @@ async def test_a_channel_update_drops_the_cached_permissions(tmp_path):
         inter = await w.command(w.bob, "ask", question)
         await w.reply(inter)
         assert "TEAM-7731" in interaction_calls(w.fake, inter)
+
+
+async def test_direct_messages_see_guild_wide_documents_only(tmp_path):
+    guild_namespace: dict[str, str] = {}
+
+    def dm_prepare(fake: FakeDiscord, guild: dict[str, Any]) -> dict[str, Any]:
+        guild_namespace["ns"] = f"g{guild['id']}"
+        return {**prepare(fake, guild), "allow_dms": True, "dm_namespace": guild_namespace["ns"]}
+
+    async with world(tmp_path, FakeLLM(default=echo_passages), prepare=dm_prepare) as w:
+        await ingest(w, w.fake.channel(w.guild, "team"), "quokka.txt", doc_text("quokka", "TEAM-7731"))
+        await ingest(w, w.channel, "zephyr.txt", doc_text("zephyr", "GEN-1001"))
+        dm = w.fake.add_dm(w.alice)  # alice may read #team in the server, but a DM is not the server
+        for word in ("quokka", "zephyr"):
+            start = len(w.fake.calls)
+            posted = await w.fake.user_message(dm, w.alice, f"What is the {word} vault combination?")
+            await w.answer(posted)
+            sent = sent_since(w.fake, start)
+            assert "TEAM-7731" not in sent
+            assert word != "zephyr" or "GEN-1001" in sent
+
+
+async def test_a_channel_summary_needs_its_history(tmp_path):
+    """The bot reads history with its own permissions: carol, kept out of #ops, gets no summary of it."""
+    async with world(tmp_path, FakeLLM(default=echo_passages), prepare=prepare) as w:
+        ops = w.fake.channel(w.guild, "ops")
+        await w.fake.user_message(ops, w.bob, "The ops rota changes on Friday, says OPS-4410.")
+        inter = await w.command(w.carol, "summarize", {"scope": "channel"}, channel=ops)
+        [reply] = await w.reply(inter, streamed=False)
+        assert "can't read this channel" in reply["content"] and "OPS-4410" not in interaction_calls(w.fake, inter)
+        inter = await w.command(w.bob, "summarize", {"scope": "channel"}, channel=ops)
+        await w.reply(inter)
+        assert "OPS-4410" in interaction_calls(w.fake, inter)
