@@ -168,7 +168,9 @@ def score_question(qa: dict[str, Any], answer: Answer, generated: bool) -> dict[
         "lead_gold": lead_gold,
         "lead_f1": token_f1(lead, gold) if lead else 0.0,
         "led_by": answer.led_by,
-        "confidently_wrong": answered and bool(lead) and not lead_gold and retrieved_gold,
+        # shown without a caution, its lead misses the gold answer, and a retrieved passage has it
+        "confidently_wrong": answer.status == "answered" and bool(lead) and not lead_gold and retrieved_gold,
+        "wrong_lead": answered and bool(lead) and not lead_gold and retrieved_gold,
         "retrieved_gold": retrieved_gold,
         "model_text": answer.model_text,
         "model_gold": contains(answer.model_text, gold) if answer.model_text else False,
@@ -211,7 +213,7 @@ def check_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
                 hit = r["gold_if_model"] if model else r.get("gold_if_quote", r["lead_gold"])
                 gold += hit
                 led += model
-                wrong += (not hit) and r["retrieved_gold"]
+                wrong += (not hit) and r["retrieved_gold"] and r["status"] == "answered"
             n = max(1, len(answered))
             out.append([f"{grounded:.1f}", novel, gold / len(rows), led / len(rows), wrong / n])
     return out
@@ -296,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
             sum(r["confidently_wrong"] for r in rows)
             / max(1, sum(r["status"] in ("answered", "cautious") for r in rows))
         ),
+        "wrong_lead": (
+            sum(r["wrong_lead"] for r in rows) / max(1, sum(r["status"] in ("answered", "cautious") for r in rows))
+        ),
         "model_led": statistics.fmean(r["led_by"] == "model" for r in rows),
         "read_ms": mean("read_ms"),
     }
@@ -314,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         ("evidence contains gold answer", summary["evidence_contains_gold"], ">= 0.93"),
         ("lead of the reply (300 chars) contains gold", summary["lead_contains_gold"], ">= 0.85"),
         ("lead token-F1", summary["lead_f1"], ""),
-        ("confidently wrong (answered, lead misses gold a passage has)", summary["confidently_wrong"], "<= 0.05"),
+        ("confidently wrong (no caution, lead misses gold a passage has)", summary["confidently_wrong"], "<= 0.05"),
+        ("lead misses gold a passage has (with or without a caution)", summary["wrong_lead"], ""),
         ("model's words lead", summary["model_led"], ""),
         ("citation precision", summary["citation_precision"], ""),
         ("citations shown per answer", summary["citations_per_answer"], ""),

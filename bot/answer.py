@@ -28,7 +28,7 @@ import numpy as np
 from bot.citations import MARKER_RE, Citation, backs, claims, consulted, verify
 from bot.llm import LLM, GenerationParams, LLMError
 from bot.prompts import PASSAGE_CHARS, STOP, answer_messages
-from bot.reader import Lead, SentenceSelector
+from bot.reader import SURE_LEXICAL, Lead, SentenceSelector
 from bot.repetition import degenerate_at, drop_repeated_sentences, stop_when_degenerate
 from store.protocol import STORE_OUTAGE_NOTICE, EncoderMismatch, StoreUnavailable
 from store.retrieval import Retriever
@@ -43,6 +43,7 @@ LeadSource = Literal["model", "quote", ""]
 
 DECLINE = "I couldn't find anything about that in the documents I have."
 CAUTION = "The closest passages are only loosely related, so treat this answer with care."
+PARTIAL = "The quoted sentence matches only part of your question: check it against the sources."
 QUOTED = "Quoted from the documents: the model's phrasing did not pass the checks."
 QUOTED_MODEL_FAILED = "Quoted from the documents: the model failed while phrasing an answer."
 ENCODER_CHANGED = (
@@ -258,6 +259,8 @@ class Answerer:
         if lead is not None:
             answer.lead = Citation(lead.number, lead.chunk, lead.text, scores[lead.number - 1])
             answer.lead_core = lead.core
+            if lead.lexical < SURE_LEXICAL and answer.status == "answered":
+                answer.status, answer.note = "cautious", PARTIAL
             events.append(Evidence(answer.lead))
         answer.led_by = "quote"
         return Prepared(answer, events, lead, done=self.mode == "extract" or self.llm is None)

@@ -190,3 +190,14 @@ def test_a_sentence_that_instructs_the_model_is_never_evidence_nor_in_the_prompt
     assert "ragcord bot" in answer.lead.quote
     prompt = fake_llm.last_prompt
     assert "hunter2" not in prompt and "evil.example" not in prompt and "ragcord bot" in prompt
+
+
+def test_a_lead_that_covers_little_of_the_question_carries_a_caution(service, docs_dir, fake_llm):
+    from bot.answer import PARTIAL
+
+    service.ingest_paths(NS, [docs_dir])
+    sure = service.ask(NS, "How long do refunds take?")
+    assert PARTIAL not in sure.note
+    partial = service.ask(NS, "How long do refunds take for enterprise customers paying by wire transfer in yen?")
+    assert partial.lead is not None and "Refunds take ten business days." in partial.lead.quote
+    assert partial.status == "cautious" and PARTIAL in partial.note
