@@ -196,8 +196,10 @@ def test_a_lead_that_covers_little_of_the_question_carries_a_caution(service, do
     from bot.answer import PARTIAL
 
     service.ingest_paths(NS, [docs_dir])
+    # retrieval alone would answer both without a caution: the fake encoder's scores are not the subject
+    service.settings = service.settings.model_copy(update={"min_score": 0.0, "caution_score": 0.0})
     sure = service.ask(NS, "How long do refunds take?")
-    assert PARTIAL not in sure.note
-    partial = service.ask(NS, "How long do refunds take for enterprise customers paying by wire transfer in yen?")
+    assert sure.status == "answered" and PARTIAL not in sure.note
+    partial = service.ask(NS, "How long do refunds take for enterprise customers abroad?")
     assert partial.lead is not None and "Refunds take ten business days." in partial.lead.quote
     assert partial.status == "cautious" and PARTIAL in partial.note
