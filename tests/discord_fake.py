@@ -303,6 +303,13 @@ class FakeDiscord:
         self.thread_members[tid] = {self.bot_user["id"], *(m["id"] for m in members)}
         return thread
 
+    async def leave_thread(self, thread: dict[str, Any], user: dict[str, Any]) -> None:
+        """`user` leaves a private thread while the bot runs: THREAD_MEMBERS_UPDATE."""
+        self.thread_members[int(thread["id"])].discard(user["id"])
+        data = {"id": thread["id"], "guild_id": thread["guild_id"], "member_count": 1}
+        data["removed_member_ids"] = [user["id"]]
+        await self.dispatch("THREAD_MEMBERS_UPDATE", data)
+
     async def set_member_roles(
         self, guild: dict[str, Any], user: dict[str, Any], roles: Sequence[dict[str, Any]]
     ) -> None:

@@ -306,3 +306,21 @@ async def test_a_channel_summary_needs_its_history(tmp_path):
         inter = await w.command(w.bob, "summarize", {"scope": "channel"}, channel=ops)
         await w.reply(inter)
         assert "OPS-4410" in interaction_calls(w.fake, inter)
+
+
+async def test_a_private_thread_needs_membership(tmp_path):
+    """Its parent is #general (everyone), but only the thread's members get its documents; one who
+    leaves it (THREAD_MEMBERS_UPDATE) no longer does."""
+    async with world(tmp_path, FakeLLM(default=echo_passages), prepare=prepare) as w:
+        plans = next(c for c in w.fake.channels.values() if c.get("name") == "plans")
+        await ingest(w, plans, "narwhal.txt", doc_text("narwhal", "PLAN-5520"))
+        question = {"question": "What is the narwhal vault combination?", "private": True}
+        for user, sees in ((w.alice, True), (w.bob, False)):
+            inter = await w.command(user, "ask", question)
+            await w.reply(inter)
+            assert ("PLAN-5520" in interaction_calls(w.fake, inter)) is sees, user["username"]
+        await w.fake.leave_thread(plans, w.alice)
+        await w.fake.wait_for(lambda: not w.bot.readable._cache)
+        inter = await w.command(w.alice, "ask", question)
+        await w.reply(inter)
+        assert "PLAN-5520" not in interaction_calls(w.fake, inter)
