@@ -212,7 +212,10 @@ async def test_stopping_the_bot_tells_the_questions_it_holds_to_ask_again(tmp_pa
             replies = w.fake.replies_to(question)
             return replies[-1]["content"] if replies else ""
 
-        await w.fake.wait_for(lambda: "ragcord bot. [1]" in shown(writing) and "ahead of you" in shown(queued))
+        try:
+            await w.fake.wait_for(lambda: "ragcord bot. [1]" in shown(writing) and "ahead of you" in shown(queued))
+        except TimeoutError:
+            raise AssertionError((shown(writing), shown(queued))) from None
         await asyncio.wait_for(w.bot.close(), 10)  # what Ctrl-C and SIGTERM do
 
         for question in (writing, queued):
