@@ -7,7 +7,7 @@ ragcord's own docs/ folder is ingested into a temporary store; the service loads
 default model (SmolLM2-135M) and encoder and is warmed (`RagService.warm()`). Then,
 for every question and round, interleaved so a busy machine slows all alike:
 
-1. ragcord: `RagService.ask_stream` (retrieve, prompt, stream, verify citations), with
+1. ragcord: `RagService.ask_stream` (retrieve, read, prompt, stream, check), with
    the KV cache as a bot has it: the fixed system prompt evaluated by `warm()`;
 2. raw, same cache state: the model's own `create_completion(prompt, stream=True)` on
    the identical rendered prompt, after the same `warm()` (isolates ragcord's overhead);
@@ -218,7 +218,12 @@ def main() -> None:
                     say(f"  skipped ({answer.status}): {question}")
                     continue
                 chunks = [h.chunk for h in answer.hits]
-                prompt = llm.render(answer_messages(question, chunks, passage_chars=service.settings.passage_chars))  # type: ignore[attr-defined]
+                # the prompt ragcord gave the model: the reader's evidence first, then one other passage
+                evidence = (answer.lead.number, answer.lead.quote) if answer.lead is not None else None
+                messages = answer_messages(
+                    question, chunks, passage_chars=service.settings.passage_chars, evidence=evidence
+                )
+                prompt = llm.render(messages)  # type: ignore[attr-defined]
                 full_prompt = llm.render(answer_messages(question, chunks, passage_chars=0))  # type: ignore[attr-defined]
                 last_prompt = prompt
                 prompt_tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
@@ -259,8 +264,15 @@ def main() -> None:
         after_first = llama._input_ids.tolist()
         q2 = [e for e in service.ask_stream(NS, QUESTIONS[1]) if isinstance(e, Completed)]
         hits = q2[0].answer.hits if q2 else []
+        lead2 = q2[0].answer.lead if q2 else None
+        messages2 = answer_messages(
+            QUESTIONS[1],
+            [h.chunk for h in hits],
+            passage_chars=service.settings.passage_chars,
+            evidence=(lead2.number, lead2.quote) if lead2 is not None else None,
+        )
         p2 = llama.tokenize(
-            llm.render(answer_messages(QUESTIONS[1], [h.chunk for h in hits])).encode("utf-8"),  # type: ignore[attr-defined]
+            llm.render(messages2).encode("utf-8"),  # type: ignore[attr-defined]
             add_bos=True,
             special=True,
         )
