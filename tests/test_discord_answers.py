@@ -389,3 +389,23 @@ async def test_a_store_outage_is_said_as_one_in_discord(tmp_path):
         w.service.retriever.search = real  # type: ignore[method-assign]
         assert "✅ done" in (await w.answer(await w.ask(w.alice, "How do I start the bot?")))[-1]["content"]
         assert llm.calls and len(llm.calls) == 1
+
+
+async def test_questions_reach_the_model_in_the_order_they_arrived_however_long_retrieval_takes(tmp_path):
+    llm = FakeLLM(default="Use the command ragcord bot. [1]", delay=0.01)
+    async with world(tmp_path, llm) as w:
+        w.add_document("deploy.md", DEPLOY)
+        real = w.service.prepare_answer
+
+        def slow_for_alice(namespace, question, history=(), scopes=None):  # type: ignore[no-untyped-def]
+            if "first" in question:
+                time.sleep(0.8)  # the first question's retrieval is slow (a cold index, a busy store)
+            return real(namespace, question, history, scopes)
+
+        w.service.prepare_answer = slow_for_alice
+        first = await w.ask(w.alice, "How do I start the bot, first?")
+        second = await w.ask(w.bob, "How do I start the bot, second?")
+        await w.answer(first)
+        await w.answer(second)
+        asked = [m[-1].content for m in llm.calls]
+        assert "first" in asked[0] and "second" in asked[1], asked

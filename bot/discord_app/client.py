@@ -128,6 +128,7 @@ class RagBot(commands.Bot):
         self._service_factory = service_factory
         self.sync_commands = sync_commands
         self.queue = GenerationQueue(rate_limit_per_minute=settings.rate_limit_per_minute)
+        self._arrivals: asyncio.Future[None] | None = None  # the latest question's turn to be queued
         self._ingest_locks: dict[str, asyncio.Lock] = {}  # one per namespace: a slow file holds up only its server
         self.uploads_per_user = RateLimiter(settings.upload_files_per_user_hour, window=3600.0)
         self.uploads_per_guild = RateLimiter(settings.upload_files_per_guild_hour, window=3600.0)
@@ -266,29 +267,43 @@ class RagBot(commands.Bot):
         """Acknowledge, show the reader's evidence at once (retrieval runs outside the model's
         queue), then queue the model's part; a question that needs no model ends here.
 
-        `scopes`: what the reply may show (bot/discord_app/permissions.py); None only outside Discord."""
-        await writer.start(position_text(self.queue.ahead_of_new(user_id)))
-        if writer.broken:
-            return None
+        `scopes`: what the reply may show (bot/discord_app/permissions.py); None only outside Discord.
+
+        Questions reach the model's queue in the order they arrived, however long each one's
+        retrieval takes: each waits for the questions before it to be queued (or done)."""
+        earlier, turn = self._arrivals, asyncio.get_running_loop().create_future()
+        self._arrivals = turn
         try:
-            prepared = await asyncio.to_thread(self.service.prepare_answer, namespace, question, history, scopes)
-        except Exception:
-            await writer.finish(failed_answer(log_failure(log, f"retrieval failed ({label})"), question))
+            await writer.start(position_text(self.queue.ahead_of_new(user_id)))
+            if writer.broken:
+                return None
+            try:
+                prepared = await asyncio.to_thread(self.service.prepare_answer, namespace, question, history, scopes)
+            except Exception:
+                await writer.finish(failed_answer(log_failure(log, f"retrieval failed ({label})"), question))
+                return writer.answer
+            if prepared.answer.lead is not None:
+                writer.set_lead(prepared.answer.lead)
+            if prepared.done:
+                turn.set_result(None)
+                await writer.consume(_events(self.service.finish_answer(prepared)))
+                return writer.answer
+            job = Job(
+                user_id,
+                lambda: self.service.finish_answer(prepared),
+                writer.consume,
+                on_position=writer.on_position,
+                label=label,
+            )
+            if earlier is not None:
+                await asyncio.shield(earlier)
+            finished = self.queue.submit(job)
+            turn.set_result(None)
+            await finished
             return writer.answer
-        if prepared.answer.lead is not None:
-            writer.set_lead(prepared.answer.lead)
-        if prepared.done:
-            await writer.consume(_events(self.service.finish_answer(prepared)))
-            return writer.answer
-        job = Job(
-            user_id,
-            lambda: self.service.finish_answer(prepared),
-            writer.consume,
-            on_position=writer.on_position,
-            label=label,
-        )
-        await self.queue.submit(job)
-        return writer.answer
+        finally:
+            if not turn.done():
+                turn.set_result(None)
 
     async def generate(self, writer: StreamingReply, user_id: int, produce: Producer, *, label: str) -> Answer | None:
         """Acknowledge with the writer's first message, queue the generation, wait for the answer."""
