@@ -52,10 +52,17 @@ MASKED = re.compile(r"\[[^\]]+\]\(\s*<?https?://")
 
 def old_prompt_answer(service, question: str, answer) -> str:  # type: ignore[no-untyped-def]
     """The raw model on the prompt as it was: numbered passages, no delimiters, no data rule."""
+    from bot.citations import best_quote
     from bot.llm import Message
-    from bot.prompts import passage_block
+    from store.text import idf_weights
 
-    passages = passage_block([h.chunk for h in answer.hits], 250, focus=question)
+    chunks = [h.chunk for h in answer.hits]
+    idf = idf_weights([c.text for c in chunks])
+    # the passages as the old prompt cut them: no sentence left out (today's prompt drops instructions)
+    passages = "\n".join(
+        f"[{n}] {best_quote(' '.join(c.text.split()), question, max_chars=250, idf=idf)}"
+        for n, c in enumerate(chunks, start=1)
+    )
     user = (
         f"Question: {question}\n\nPassages:\n{passages}\n\n"
         f'Answer the question "{question}" in one sentence, citing the passage number like [1].'
