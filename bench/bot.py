@@ -176,7 +176,7 @@ def _model_text(content: str) -> bool:
     if PHRASING in content:
         return True
     first = next((line for line in content.splitlines() if line.strip() and not line.startswith("-# ")), "")
-    return bool(first) and not first.startswith("*")  # the evidence line starts with its *title*
+    return bool(first) and not first.startswith("“")  # the evidence line is a quote
 
 
 async def through_discord(service: Any, questions: Sequence[str]) -> tuple[list[Timing], float, dict[str, int]]:
