@@ -29,6 +29,20 @@ if sys.path[:1] != [str(ROOT)]:
     sys.path.insert(0, str(ROOT))
 
 
+# A small team's documents for the Discord benchmarks (bench/bot.py, bench/load.py).
+SAMPLE_CORPUS = {
+    "deploy.md": "# Deploying\n\nThe bot runs on a single server. Start it with the command ragcord bot. "
+    "Logs go to standard error.\n\n## Tokens\n\nThe Discord token is read from the DISCORD_TOKEN "
+    "environment variable only. Rotate it in the Developer Portal if it leaks.\n",
+    "billing.md": "# Billing\n\nInvoices are sent on the first Monday of every month. Refunds take ten "
+    "business days. Card payments are charged in euros.\n",
+    "onboarding.md": "# Onboarding\n\nNew people get a laptop on their first day. The office opens at "
+    "eight and closes at six. Lunch is served at noon in the kitchen.\n",
+    "backups.md": "# Backups\n\nBackups run every night at two in the morning. They are kept for thirty "
+    "days. Restores are requested in the ops channel.\n",
+}
+
+
 async def fake_guild(members: int) -> tuple[Any, dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
     """The fake Discord (tests/discord_fake.py) started on 127.0.0.1, with one guild "bench",
     its #general and `members` users in it: (fake, guild, channel, users)."""

@@ -34,19 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, bench_settings, fake_guild, setup_logging, table
+from _common import ROOT, SAMPLE_CORPUS, bench_settings, fake_guild, setup_logging, table
 
-CORPUS = {
-    "deploy.md": "# Deploying\n\nThe bot runs on a single server. Start it with the command ragcord bot. "
-    "Logs go to standard error.\n\n## Tokens\n\nThe Discord token is read from the DISCORD_TOKEN "
-    "environment variable only. Rotate it in the Developer Portal if it leaks.\n",
-    "billing.md": "# Billing\n\nInvoices are sent on the first Monday of every month. Refunds take ten "
-    "business days. Card payments are charged in euros.\n",
-    "onboarding.md": "# Onboarding\n\nNew people get a laptop on their first day. The office opens at "
-    "eight and closes at six. Lunch is served at noon in the kitchen.\n",
-    "backups.md": "# Backups\n\nBackups run every night at two in the morning. They are kept for thirty "
-    "days. Restores are requested in the ops channel.\n",
-}
 QUESTIONS = [
     "How do I start the bot?",
     "Where is the Discord token read from?",
@@ -111,7 +100,7 @@ def build_service(args: argparse.Namespace, data_dir: Path) -> Any:
 
 
 def ingest(service: Any, namespace: str) -> None:
-    for name, text in CORPUS.items():
+    for name, text in SAMPLE_CORPUS.items():
         service.ingest_bytes(namespace, text.encode(), name, source=f"bench:{name}")
     service.prepare_index(namespace)
 

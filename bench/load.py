@@ -37,20 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, bench_settings, setup_logging, table
+from _common import ROOT, SAMPLE_CORPUS, bench_settings, setup_logging, table
 
 sys.path.insert(0, str(ROOT))
 
 CODES = ["Ocelot", "Quokka", "Narwhal", "Axolotl", "Pangolin", "Tapir", "Okapi", "Dugong", "Saola", "Kinkajou"]
-CORPUS = {
-    "deploy.md": "# Deploying\n\nThe bot runs on a single server. Start it with the command ragcord bot. "
-    "Logs go to standard error.\n\n## Tokens\n\nThe Discord token is read from the DISCORD_TOKEN "
-    "environment variable only. Rotate it in the Developer Portal if it leaks.\n",
-    "billing.md": "# Billing\n\nInvoices are sent on the first Monday of every month. Refunds take ten "
-    "business days. Card payments are charged in euros.\n",
-    "backups.md": "# Backups\n\nBackups run every night at two in the morning. They are kept for thirty "
-    "days. Restores are requested in the ops channel.\n",
-}
+CORPUS = {name: SAMPLE_CORPUS[name] for name in ("deploy.md", "billing.md", "backups.md")}
 QUESTIONS = [
     "How do I start the bot?",
     "Where is the Discord token read from?",

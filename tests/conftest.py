@@ -66,3 +66,16 @@ def service(tmp_path: Path, store: ChromaStore, embedder: FakeEmbedder, fake_llm
     return RagService(
         store, embedder, llm_factory=lambda: fake_llm, lexical_dir=tmp_path / "lexical", settings=settings
     )
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path):
+    """A real `chroma run` on 127.0.0.1 (a free port, a folder of the test's), killed afterwards."""
+    from tests.servers import ChromaServer
+
+    server = ChromaServer(tmp_path / "server")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -23,8 +23,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from store.chroma import ChromaLocation, ChromaStore
 from tests.fakes import FakeEmbedder
 
@@ -204,18 +202,6 @@ def test_sigkill_of_an_ingest_at_random_moments_loses_and_mixes_nothing(tmp_path
     assert report.failures == 0, report.details
     assert report.killed_mid_run >= trials // 2  # most kills land inside the run, not after it
     assert report.leftovers_after_recovery == 0  # the crashed runs' chunks were swept
-
-
-@pytest.fixture
-def chroma_server(tmp_path: Path):
-    from tests.test_store_outage import ChromaServer
-
-    server = ChromaServer(tmp_path / "server")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def test_chroma_server_killed_during_an_ingest_fails_clearly_and_recovers(chroma_server, tmp_path):

@@ -28,16 +28,11 @@ from bot.llm import CUT, GenerationParams, LLMError, LLMUnavailable, Message, Op
 from bot.service import RagService, build_llm
 from bot.settings import Settings
 from tests.fakes import FakeEmbedder
+from tests.servers import free_port
 
 MESSAGES = [Message("system", "Answer briefly."), Message("user", "What is the capital of France?")]
 PARAMS = GenerationParams(max_tokens=12, temperature=0.0, stop=("\n\n", "[6]", "Question:", "User:", "###", "<|"))
 KEY = "sk-test-secret-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def assert_user_safe(message: str, port: int) -> None:

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -81,49 +79,13 @@ def test_cli_errors_are_one_line_with_nonzero_exit(env):
     assert out.returncode == 1 and "top_k" in out.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def chroma_server(tmp_path: Path):
-    chroma = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
-    if chroma is None:
-        pytest.fail("the `chroma` command is missing (it comes with chromadb)")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [chroma, "run", "--host", "127.0.0.1", "--port", str(port), "--path", str(tmp_path / "server")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("chroma run did not start within 60 s")
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def test_service_on_a_real_chroma_server(chroma_server, tmp_path, docs_dir):
     from bot.service import RagService
     from bot.settings import Settings
     from store.chroma import ChromaLocation, ChromaStore
     from tests.fakes import FakeEmbedder, FakeLLM, cite_first_passage
 
-    host = f"http://127.0.0.1:{chroma_server}"
+    host = chroma_server.url
     settings = Settings(chroma_host=host, data_dir=tmp_path, min_score=0.2, _env_file=None)
     store = ChromaStore(ChromaLocation(host=settings.chroma_host))
     llm = FakeLLM([cite_first_passage])
