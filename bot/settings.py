@@ -207,6 +207,14 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated channel ids whose posted attachments are ingested automatically.",
     )
+    index_channels: IdList = Field(
+        default_factory=list,
+        description="Comma-separated channel, thread or forum ids whose message history is indexed from the start "
+        "(besides those added with /index add).",
+    )
+    index_bot_messages: bool = Field(
+        False, description="Also index messages from bots and webhooks in indexed channels."
+    )
     uploader_role_ids: IdList = Field(
         default_factory=list,
         description="Comma-separated role ids whose members' files in watched channels are indexed (admins' always "
@@ -225,7 +233,13 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "allowed_channels", "watch_channels", "admin_role_ids", "admin_user_ids", "uploader_role_ids", mode="before"
+        "allowed_channels",
+        "watch_channels",
+        "index_channels",
+        "admin_role_ids",
+        "admin_user_ids",
+        "uploader_role_ids",
+        mode="before",
     )
     @classmethod
     def _split_ids(cls, value: object) -> object:
