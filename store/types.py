@@ -94,6 +94,8 @@ class Chunk:
     def where(self) -> str:
         """Human-readable location: 'p. 3', 'Setup > Discord', or ''."""
         if self.page is not None:
+            if dict(self.extra).get("page_label") == "slide":  # decks (pptx, odp): page is the slide number
+                return f"slide {self.page}" + (f" · {self.section}" if self.section else "")
             return f"p. {self.page}"
         # the heading path usually starts with the document's own title: do not repeat it
         prefix = f"{self.title} > "

@@ -59,7 +59,13 @@ def check_sections(doc: LoadedDocument | None) -> None:
 
 
 # -- loaders: only LoadError ----------------------------------------------------------------------
-@given(data=st.binary(max_size=2000), name=st.sampled_from(["a.md", "a.html", "a.txt", "a.pdf", "a.rst", "a.bin"]))
+OFFICE_NAMES = ["a.docx", "a.pptx", "a.xlsx", "a.csv", "a.tsv", "a.odt", "a.ods", "a.odp", "a.epub", "a.rtf", "a.eml"]
+
+
+@given(
+    data=st.binary(max_size=2000),
+    name=st.sampled_from(["a.md", "a.html", "a.txt", "a.pdf", "a.rst", "a.bin", *OFFICE_NAMES]),
+)
 def test_any_bytes_load_or_raise_load_error(data: bytes, name: str) -> None:
     check_sections(load(data, name))
 

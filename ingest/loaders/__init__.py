@@ -28,9 +28,24 @@ _KINDS: dict[str, str] = {
     ".html": "html",
     ".htm": "html",
     ".xhtml": "html",
+    ".docx": "docx",
+    ".docm": "docx",
+    ".pptx": "pptx",
+    ".pptm": "pptx",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".odt": "odt",
+    ".ods": "ods",
+    ".odp": "odp",
+    ".epub": "epub",
+    ".rtf": "rtf",
+    ".eml": "eml",
 }
+_ZIP_KINDS = frozenset({"docx", "pptx", "xlsx", "odt", "ods", "odp", "epub"})
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_KINDS)
-_READS = "ragcord reads PDF, Markdown, text and HTML"
+_READS = "ragcord reads PDF, Markdown, text, HTML, Word, PowerPoint, Excel, CSV/TSV, OpenDocument, EPUB, RTF and .eml"
 _MIB = 1024 * 1024
 DEFAULT_MAX_PAGES = 2000  # RAGCORD_PDF_MAX_PAGES: pages of a PDF that are read
 DEFAULT_MAX_TEXT_CHARS = 10_000_000  # RAGCORD_MAX_TEXT_CHARS: characters of one document that are indexed
@@ -101,6 +116,8 @@ def load_bytes(
         from ingest.loaders import html
 
         doc = html.load(data, filename=name, source=source)
+    elif kind in _OFFICE_KINDS:
+        doc = _load_office(kind, data, name, source, max_bytes)
     else:
         from ingest.loaders import text
 
@@ -112,6 +129,44 @@ def load_bytes(
     doc.title = " ".join((title or "").split()) or doc.title or name
     log.debug("loaded %s: %s, %d sections", source, kind, len(doc.sections))
     return doc
+
+
+_OFFICE_KINDS = frozenset({"docx", "pptx", "xlsx", "csv", "odt", "ods", "odp", "epub", "rtf", "eml"})
+
+
+def _load_office(kind: str, data: bytes, name: str, source: str, max_bytes: int) -> LoadedDocument:
+    """The office, e-book, spreadsheet and e-mail formats (docs/formats.md)."""
+    if kind == "docx":
+        from ingest.loaders import docx
+
+        return docx.load(data, filename=name, source=source)
+    if kind == "pptx":
+        from ingest.loaders import pptx
+
+        return pptx.load(data, filename=name, source=source)
+    if kind == "xlsx":
+        from ingest.loaders import xlsx
+
+        return xlsx.load(data, filename=name, source=source)
+    if kind == "csv":
+        from ingest.loaders import delimited
+
+        return delimited.load(data, filename=name, source=source)
+    if kind in ("odt", "ods", "odp"):
+        from ingest.loaders import odf
+
+        return odf.load(data, filename=name, source=source, kind=kind)
+    if kind == "epub":
+        from ingest.loaders import epub
+
+        return epub.load(data, filename=name, source=source)
+    if kind == "rtf":
+        from ingest.loaders import rtf
+
+        return rtf.load(data, filename=name, source=source)
+    from ingest.loaders import email
+
+    return email.load(data, filename=name, source=source, max_bytes=max_bytes)
 
 
 def cap_text(doc: LoadedDocument, max_chars: int) -> None:
@@ -143,12 +198,27 @@ def cut_at_word(text: str, limit: int) -> str:
 
 
 def detect_kind(data: bytes, filename: str) -> str:
-    """The loader for these bytes: "pdf", "markdown", "html" or "text"; LoadError if none fits."""
+    """The loader for these bytes ("pdf", "markdown", "docx", "xlsx", ...); LoadError if none fits.
+
+    A zip package is named by its members (word/document.xml, the OpenDocument mimetype, ...),
+    an OLE file where a zip format was expected is an encrypted or old binary Office file.
+    """
     suffix = PurePath(filename).suffix.lower()
     head = data[:1024]
     if head.lstrip(b"\x00\t\n\r\x0c ").startswith(b"%PDF") or (suffix == ".pdf" and b"%PDF-" in head):
         return "pdf"
     kind = _KINDS.get(suffix)
+    if head.startswith(b"PK\x03\x04") and (kind is None or kind in _ZIP_KINDS):
+        from ingest.loaders.office import zip_kind
+
+        kind = zip_kind(data) or kind  # the members say what it is (a .docx renamed .zip, a .xlsx called .docx)
+    elif head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1") and kind in _ZIP_KINDS:
+        raise LoadError(
+            f"{filename} is password-protected or an old binary Office file (.doc/.xls/.ppt): "
+            "save an unprotected copy in the current format and ingest it again"
+        )
+    elif head.lstrip().startswith(b"{\\rtf") and kind in (None, "text"):
+        kind = "rtf"
     if kind is None:
         shown = f"'{suffix}'" if suffix else "(no file extension)"
         raise LoadError(f"{filename}: unsupported file type {shown} ({_READS})")

@@ -1,0 +1,139 @@
+"""Word documents (.docx) through python-docx.
+
+Paragraphs in body order, with the heading path from the "Heading N" (and "Title") styles;
+tables as their header row then "header: value" rows; then headers, footers and
+footnotes (read from word/footnotes.xml, which python-docx does not expose), each as a
+section of its own ("Header", "Footer", "Footnotes").
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from ingest.loaders import LoadError
+from ingest.loaders.office import cell_text, open_zip, read_member, table_text
+from store.types import LoadedDocument, Section
+
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_HEADING = re.compile(r"heading\s*(\d)", re.IGNORECASE)
+
+
+def load(data: bytes, *, filename: str, source: str) -> LoadedDocument:
+    package = open_zip(data, filename, "Word (.docx)")
+    import docx
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - python-docx raises many kinds on a damaged package
+        raise LoadError(f"{filename} is not a readable Word document ({type(exc).__name__}: {exc})") from exc
+    sections: list[Section] = []
+    path: list[tuple[int, str]] = []
+    lines: list[str] = []
+    title = ""
+
+    def flush() -> None:
+        if lines:
+            sections.append(Section("\n".join(lines), heading=" > ".join(t for _, t in path)))
+            lines.clear()
+
+    try:
+        for block in document.iter_inner_content():
+            if isinstance(block, Paragraph):
+                text = block.text.strip()
+                level = _level(block)
+                if level is not None and text:
+                    flush()
+                    if level == 0:
+                        title = title or " ".join(text.split())
+                    path[:] = [p for p in path if p[0] < max(level, 1)]
+                    path.append((max(level, 1), " ".join(text.split())))
+                elif text:
+                    lines.append(text)
+            elif isinstance(block, Table):
+                text = _table(block)
+                if text:
+                    lines.append(text)
+        flush()
+        extras = _headers_footers(document)
+    except LoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise LoadError(f"{filename} is a damaged Word document ({type(exc).__name__}: {exc})") from exc
+    sections += extras
+    notes = _footnotes(read_member(package, "word/footnotes.xml", filename), filename)
+    if notes:
+        sections.append(Section(notes, heading="Footnotes"))
+    core_title = ""
+    try:
+        core_title = (document.core_properties.title or "").strip()
+    except Exception:  # noqa: BLE001 - a broken docProps/core.xml only loses the title
+        core_title = ""
+    return LoadedDocument(source=source, title=core_title or title, kind="docx", sections=sections)
+
+
+def _level(paragraph: Any) -> int | None:
+    """0 for the Title style, N for "Heading N", None for body text."""
+    try:
+        style = paragraph.style.name or ""
+    except Exception:  # noqa: BLE001 - a missing style is body text
+        return None
+    if style.lower() == "title":
+        return 0
+    m = _HEADING.match(style)
+    return int(m.group(1)) if m else None
+
+
+def _table(table: Any) -> str:
+    rows = []
+    for row in table.rows:
+        cells: list[str] = []
+        for cell in row.cells:
+            text = cell_text(cell.text)
+            if not cells or cells[-1] != text:  # a merged cell comes back once per grid column
+                cells.append(text)
+            else:
+                cells.append("")
+        rows.append(cells)
+    return table_text(rows)
+
+
+def _headers_footers(document: Any) -> list[Section]:
+    seen: set[str] = set()
+    out: list[Section] = []
+    for kind in ("header", "footer"):
+        texts: list[str] = []
+        for section in document.sections:
+            part = getattr(section, kind)
+            if part.is_linked_to_previous and texts:
+                continue
+            text = "\n".join(p.text.strip() for p in part.paragraphs if p.text.strip())
+            text += "".join("\n" + _table(t) for t in part.tables)
+            if text.strip() and text not in seen:
+                seen.add(text)
+                texts.append(text.strip())
+        if texts:
+            out.append(Section("\n".join(texts), heading=kind.capitalize()))
+    return out
+
+
+def _footnotes(xml: bytes | None, filename: str) -> str:
+    if not xml:
+        return ""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return ""  # footnotes are a bonus: a broken part loses only them
+    notes = []
+    for note in root.iter(f"{_W}footnote"):
+        if note.get(f"{_W}type") in ("separator", "continuationSeparator", "continuationNotice"):
+            continue
+        paragraphs = ["".join(t.text or "" for t in p.iter(f"{_W}t")) for p in note.iter(f"{_W}p")]
+        text = " ".join(" ".join(paragraphs).split())
+        if text:
+            notes.append(f"[{note.get(f'{_W}id')}] {text}")
+    return "\n".join(notes)
