@@ -1,0 +1,183 @@
+"""What ragcord's loaders make of the real office files in ../shared/data/office (issue 14).
+
+    python bench/office.py [--dir /work/shared/data/office] [--timeout 60]
+
+For every file of MANIFEST.tsv except the OCR images (category "ocr-image"): loaded or
+refused (with its one-line reason), seconds, sections and chunks (chunked with a word
+count standing in for the tokenizer), whether the probe phrase is in the extracted text
+(case-insensitive, whitespace collapsed; "loose" also ignores the " | " between cells), and
+whether the section holding it matches probe_location loosely: the slide number, the sheet
+name, the row inside the cited range, the heading or the attachment named there ("-" when
+the manifest's location names none of these). Hostile files must be refused or capped,
+never crash. Prints a table and totals; the last line is a JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import setup_logging, table, write_result
+
+DEFAULT_DIR = Path("/work/shared/data/office")
+_SPACES = re.compile(r"\s+")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="folder with MANIFEST.tsv")
+    p.add_argument("--timeout", type=int, default=60, help="seconds one file may take")
+    p.add_argument("--max-mb", type=int, default=50, help="file size limit (RAGCORD_MAX_FILE_MB)")
+    return p.parse_args(argv)
+
+
+def norm(text: str, *, loose: bool = False) -> str:
+    if loose:
+        text = text.replace("|", " ")
+    return _SPACES.sub(" ", text).strip().lower()
+
+
+def _rows_of(heading: str) -> tuple[int, int] | None:
+    m = re.search(r"rows? (\d+)(?:-(\d+))?$", heading) or re.search(r"![A-Z]+(\d+):[A-Z]+(\d+)$", heading)
+    if not m:
+        return None
+    return int(m.group(1)), int(m.group(2) or m.group(1))
+
+
+def location_matches(location: str, section: Any) -> str:
+    """ "yes"/"no" when the manifest's location names something checkable, else "-"."""
+    checks: list[bool] = []
+    heading = section.heading or ""
+    if m := re.search(r"slide (\d+)", location):
+        checks.append(section.page == int(m.group(1)))
+    if m := re.search(r"sheet '([^']+)'", location):
+        checks.append(heading.startswith(m.group(1) + "!"))
+    if (m := re.search(r"\brow (\d+)", location)) and (span := _rows_of(heading)):
+        checks.append(span[0] <= int(m.group(1)) <= span[1])
+    if m := re.search(r"attachment (\S+)", location):
+        checks.append(f"Attachment: {m.group(1)}" in heading)
+    for m in re.finditer(r"(?:section|heading|in|under) '([^']+)'", location):
+        if "sheet '" + m.group(1) not in location:
+            checks.append(norm(m.group(1))[:30] in norm(heading))
+    if not checks:
+        return "-"
+    return "yes" if all(checks) else "no"
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(_signum: int, _frame: Any) -> None:
+    raise _Timeout
+
+
+def run_one(path: Path, row: dict[str, str], max_bytes: int, timeout: int) -> dict[str, Any]:
+    from ingest.chunking import Chunker
+    from ingest.loaders import LoadError, load_path
+
+    out: dict[str, Any] = {"file": path.name, "format": row["format"], "category": row["category"]}
+    started = time.perf_counter()
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(timeout)
+    try:
+        doc = load_path(path, max_bytes=max_bytes)
+    except LoadError as exc:
+        out.update(status="refused", reason=str(exc))
+        return out
+    except _Timeout:
+        out.update(status="TIMEOUT")
+        return out
+    except Exception as exc:  # noqa: BLE001 - the bench reports a crash instead of stopping
+        out.update(status="CRASH", reason=f"{type(exc).__name__}: {exc}")
+        return out
+    finally:
+        signal.alarm(0)
+        out["seconds"] = time.perf_counter() - started
+    chunks = Chunker(lambda texts: [len(t.split()) + 2 for t in texts]).chunk(doc)
+    probe = norm(row["probe_phrase"])
+    strict = [s for s in doc.sections if probe and probe in norm(s.text)]
+    loose = strict or [s for s in doc.sections if probe and norm(probe, loose=True) in norm(s.text, loose=True)]
+    where = [location_matches(row["probe_location"], s) for s in loose]
+    out.update(
+        status="loaded",
+        kind=doc.kind,
+        sections=len(doc.sections),
+        chunks=len(chunks),
+        found="yes" if strict else ("loose" if loose else "no"),
+        location=("yes" if "yes" in where else where[0]) if where else "",
+        cited=(f"slide {loose[0].page}" if loose[0].page else loose[0].heading)[:50] if loose else "",
+        warnings=len(doc.warnings),
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    manifest = args.dir / "MANIFEST.tsv"
+    if not manifest.is_file():
+        print(f"no {manifest}: nothing to measure", file=sys.stderr)
+        return 1
+    rows = [r for r in csv.DictReader(manifest.open(encoding="utf-8"), delimiter="\t") if r["category"] != "ocr-image"]
+    results = [run_one(args.dir / r["file"], r, args.max_mb * 1024 * 1024, args.timeout) for r in rows]
+    print(
+        table(
+            ["file", "format", "category", "status", "s", "sections", "chunks", "probe", "location", "cited as"],
+            [
+                [
+                    r["file"][:42],
+                    r["format"],
+                    r["category"],
+                    r["status"],
+                    r.get("seconds"),
+                    r.get("sections"),
+                    r.get("chunks"),
+                    r.get("found", ""),
+                    r.get("location", ""),
+                    r.get("cited") or r.get("reason", "")[:60],
+                ]
+                for r in results
+            ],
+            left=(0, 1, 2, 3, 7, 8, 9),
+        )  # fmt: skip
+    )
+    loaded = [r for r in results if r["status"] == "loaded"]
+    hostile = [r for r in results if r["category"] == "hostile"]
+    summary = {
+        "files": len(results),
+        "loaded": len(loaded),
+        "refused": sum(r["status"] == "refused" for r in results),
+        "crashed_or_timed_out": sum(r["status"] in ("CRASH", "TIMEOUT") for r in results),
+        "probe_found": sum(r.get("found") == "yes" for r in loaded),
+        "probe_found_loose": sum(r.get("found") in ("yes", "loose") for r in loaded),
+        "location_checked": sum(r.get("location") in ("yes", "no") for r in loaded),
+        "location_matched": sum(r.get("location") == "yes" for r in loaded),
+        "hostile": len(hostile),
+        "hostile_refused_or_capped": sum(r["status"] in ("refused", "loaded") for r in hostile),
+        "seconds_total": round(sum(r.get("seconds", 0.0) for r in results), 2),
+        "seconds_max": round(max((r.get("seconds", 0.0) for r in results), default=0.0), 2),
+    }
+    print()
+    print(
+        f"{summary['loaded']} loaded, {summary['refused']} refused, {summary['crashed_or_timed_out']} crashed or "
+        f"timed out of {summary['files']}; probe found in {summary['probe_found']} (loosely "
+        f"{summary['probe_found_loose']}) of {summary['loaded']} loaded; location matched "
+        f"{summary['location_matched']} of {summary['location_checked']} checkable; "
+        f"{summary['seconds_total']} s in all, slowest {summary['seconds_max']} s"
+    )
+    write_result("office", {"summary": summary, "files": results})
+    print(json.dumps(summary, sort_keys=True))
+    return 0 if summary["crashed_or_timed_out"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
