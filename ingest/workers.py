@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ingest.loaders import LoadError, load_bytes
+from ingest.loaders.image import image_format
 from store.types import LoadedDocument
 
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ class PdfWorker:
 
     def load(self, data: bytes, filename: str, **kwargs: Any) -> LoadedDocument:
         head = data[:1024].lstrip(b"\x00\t\n\r\x0c ")
-        if not (head.startswith(b"%PDF") or filename.lower().endswith(".pdf")):
+        # PDFs (pypdf, and OCR of their scanned pages) and images (OCR) go to the worker
+        if not (head.startswith(b"%PDF") or filename.lower().endswith(".pdf") or image_format(data[:16])):
             return load_bytes(data, filename, **kwargs)
         self.start()
         if not self._check_up(self._wait):

@@ -18,6 +18,8 @@ def content_hash(text: str) -> str:
 # The scope of a document readable by every member of its guild (CLI ingests, public Discord ingests,
 # and every document stored before scopes existed); any other scope is a Discord channel or thread id.
 GUILD_SCOPE = "guild"
+# Extra metadata key of a document with OCR'd text: "*" (all of it, an image) or its pages, "3,5,7".
+OCR_PAGES_KEY = "ocr_pages"
 
 
 def scope_of(extra: Mapping[str, str] | Sequence[tuple[str, str]]) -> str:
@@ -92,14 +94,24 @@ class Chunk:
 
     @property
     def where(self) -> str:
-        """Human-readable location: 'p. 3', 'Setup > Discord', or ''."""
+        """Human-readable location: 'p. 3', 'p. 3 (OCR)', 'Setup > Discord', or ''."""
+        ocr = self.is_ocr
         if self.page is not None:
             if dict(self.extra).get("page_label") == "slide":  # decks (pptx, odp): page is the slide number
                 return f"slide {self.page}" + (f" · {self.section}" if self.section else "")
-            return f"p. {self.page}"
+            return f"p. {self.page} (OCR)" if ocr else f"p. {self.page}"
         # the heading path usually starts with the document's own title: do not repeat it
         prefix = f"{self.title} > "
-        return self.section[len(prefix) :] if self.section.startswith(prefix) else self.section
+        where = self.section[len(prefix) :] if self.section.startswith(prefix) else self.section
+        return f"{where} (OCR)".strip() if ocr else where
+
+    @property
+    def is_ocr(self) -> bool:
+        """The chunk's text was read by OCR: its document's `ocr_pages` extra is "*" or lists its page."""
+        pages = dict(self.extra).get(OCR_PAGES_KEY, "")
+        if not pages:
+            return False
+        return pages == "*" or (self.page is not None and str(self.page) in pages.split(","))
 
 
 @dataclass(slots=True)

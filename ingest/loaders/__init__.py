@@ -14,6 +14,7 @@ import dataclasses
 import logging
 from pathlib import Path, PurePath
 
+from ingest.loaders.ocr import OcrOptions
 from store.types import LoadedDocument
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ _KINDS: dict[str, str] = {
     ".eml": "eml",
 }
 _ZIP_KINDS = frozenset({"docx", "pptx", "xlsx", "odt", "ods", "odp", "epub"})
-SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_KINDS)
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".webp", ".tif", ".tiff"})  # read by OCR
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_KINDS) | IMAGE_SUFFIXES
 _READS = "ragcord reads PDF, Markdown, text, HTML, Word, PowerPoint, Excel, CSV/TSV, OpenDocument, EPUB, RTF and .eml"
 _MIB = 1024 * 1024
 DEFAULT_MAX_PAGES = 2000  # RAGCORD_PDF_MAX_PAGES: pages of a PDF that are read
@@ -93,6 +95,7 @@ def load_bytes(
     title: str | None = None,
     max_pages: int = DEFAULT_MAX_PAGES,
     max_chars: int = DEFAULT_MAX_TEXT_CHARS,
+    ocr: OcrOptions | None = None,
 ) -> LoadedDocument:
     """Load a document from its bytes; `filename` decides the format (content can overrule it).
 
@@ -106,8 +109,18 @@ def load_bytes(
         from ingest.loaders import pdf
 
         doc = pdf.load(
-            data, filename=name, source=source, password=pdf_password, max_pages=max_pages, max_chars=max_chars
+            data,
+            filename=name,
+            source=source,
+            password=pdf_password,
+            max_pages=max_pages,
+            max_chars=max_chars,
+            ocr=ocr,
         )
+    elif kind == "image":
+        from ingest.loaders import image
+
+        doc = image.load(data, filename=name, source=source, ocr=ocr)
     elif kind == "markdown":
         from ingest.loaders import markdown
 
@@ -207,6 +220,12 @@ def detect_kind(data: bytes, filename: str) -> str:
     head = data[:1024]
     if head.lstrip(b"\x00\t\n\r\x0c ").startswith(b"%PDF") or (suffix == ".pdf" and b"%PDF-" in head):
         return "pdf"
+    from ingest.loaders.image import image_format
+
+    if image_format(head):
+        return "image"
+    if suffix in IMAGE_SUFFIXES:
+        raise LoadError(f"{filename} is not a PNG, JPEG, WebP or TIFF image (damaged, or another format renamed)")
     kind = _KINDS.get(suffix)
     if head.startswith(b"PK\x03\x04") and (kind is None or kind in _ZIP_KINDS):
         from ingest.loaders.office import zip_kind

@@ -2,8 +2,10 @@
 
 Encrypted files are opened with the empty password, then with the configured one.
 Damaged files and pypdf's own failures become a one-line `LoadError`; pages without a
-text layer (scans) are listed in `pages_without_text` with a warning, since OCR is
-not supported.
+text layer (scans) are rasterised with pypdfium2 and read by OCR (ingest/loaders/ocr.py),
+up to `OcrOptions.max_pages` pages and `budget_s` seconds a file; pages beyond those, or
+read with too little confidence, are listed in `pages_without_text` with a warning.
+OCR'd pages are listed in the document's `ocr_pages` extra, so citations say "(OCR)".
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import io
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ingest.loaders import LoadError, cut_at_word
-from store.types import LoadedDocument, Section
+from ingest.loaders.ocr import OcrOptions
+from store.types import OCR_PAGES_KEY, LoadedDocument, Section
 
 if TYPE_CHECKING:
+    from PIL import Image
     from pypdf import PageObject, PdfReader
 
 log = logging.getLogger(__name__)
@@ -31,6 +35,7 @@ _HYPHEN_BREAK = re.compile(r"([^\W_])-[^\S\n]*\n[^\S\n]*(?=([^\W_]))")
 _SPACES = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 _SLOW_PAGE_SECONDS = 5.0
+_BLANK_CONTRAST = 24  # grey levels: a rendered page with less contrast is blank and not OCR'd
 
 
 def extract_page_text(page: PageObject, mode: ExtractionMode = "plain") -> str:
@@ -80,6 +85,7 @@ def load(
     mode: ExtractionMode = "plain",
     max_pages: int | None = None,
     max_chars: int | None = None,
+    ocr: OcrOptions | None = None,
 ) -> LoadedDocument:
     """The PDF's text, page by page; only the first `max_pages` pages are read, and reading
     stops once `max_chars` characters are extracted (both with a warning)."""
@@ -125,13 +131,118 @@ def load(
             chars += len(text)
         else:
             doc.pages_without_text.append(number)
+    ocr = ocr if ocr is not None else OcrOptions()
+    if doc.pages_without_text and ocr.enabled and (max_chars is None or chars < max_chars):
+        _ocr_pages(doc, data, filename, password, ocr, max_chars=None if max_chars is None else max_chars - chars)
     if not doc.sections:
-        raise LoadError(f"{filename} has no text layer (a scanned document?); OCR is not supported")
+        if doc.warnings and ocr.enabled:
+            raise LoadError(f"{filename} has no text layer and OCR found no readable text ({doc.warnings[-1]})")
+        hint = "OCR is off (set RAGCORD_OCR=true)" if not ocr.enabled else "OCR found no text"
+        raise LoadError(f"{filename} has no text layer (a scanned document?); {hint}")
     if doc.pages_without_text:
         missing = doc.pages_without_text
         listed = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
-        doc.warnings.append(f"{len(missing)} of {len(pages)} pages have no text (page {listed}); OCR is not supported")
+        why = "OCR is off (RAGCORD_OCR)" if not ocr.enabled else "blank, or not readable by OCR"
+        doc.warnings.append(f"{len(missing)} of {len(pages)} pages have no text (page {listed}); {why}")
     return doc
+
+
+def _ocr_pages(
+    doc: LoadedDocument, data: bytes, filename: str, password: str | None, ocr: OcrOptions, *, max_chars: int | None
+) -> None:
+    """OCR the pages without a text layer, within the page cap, the time budget and `max_chars`."""
+    from ingest.loaders import ocr as engine
+
+    try:
+        import pypdfium2 as pdfium
+
+        pdf = pdfium.PdfDocument(data, password=password or None)
+    except Exception as exc:  # pypdfium2 missing, or it cannot open what pypdf could
+        log.warning("%s: cannot rasterise pages for OCR", filename, exc_info=True)
+        doc.warnings.append(f"the scanned pages could not be read by OCR ({_reason(exc)})")
+        return
+    todo, started = list(doc.pages_without_text), time.perf_counter()
+    done: list[int] = []
+    low: list[int] = []
+    left: list[int] = []
+    blank: list[int] = []
+    try:
+        for position, number in enumerate(todo):
+            elapsed = time.perf_counter() - started
+            if len(done) + len(low) >= ocr.max_pages or elapsed >= ocr.budget_s:
+                left = todo[position:]
+                cap = (
+                    f"the OCR cap of {ocr.max_pages} pages a file (RAGCORD_OCR_MAX_PAGES)"
+                    if len(done) + len(low) >= ocr.max_pages
+                    else f"the OCR time budget of {ocr.budget_s:g} s a file (RAGCORD_OCR_BUDGET_S)"
+                )
+                doc.warnings.append(f"{len(left)} scanned pages were not OCR'd: {cap} was reached")
+                break
+            try:
+                image = render_page(pdf[number - 1], ocr.dpi)
+                if _is_blank(image):  # a blank page: nothing to read
+                    blank.append(number)
+                    continue
+                page = engine.recognise(image, ocr)
+            except engine.OcrUnavailable as exc:
+                doc.warnings.append(f"scanned pages were not read: {exc}")
+                left = todo[position:]
+                break
+            except Exception as exc:  # one bad page must not lose the others
+                log.info("%s: page %d: OCR failed", filename, number, exc_info=True)
+                doc.warnings.append(f"page {number}: OCR failed ({_reason(exc)})")
+                left.append(number)
+                continue
+            log.info(
+                "%s: page %d OCR'd in %.1f s (%d boxes, confidence %.2f%s)",
+                filename, number, page.seconds, page.boxes, page.confidence, ", upside down" if page.rotated else "",
+            )  # fmt: skip
+            text = normalize_text(page.text)
+            if not text:
+                left.append(number)
+                continue
+            if page.confidence < ocr.min_confidence:
+                low.append(number)
+                continue
+            if max_chars is not None:
+                if max_chars <= 0:
+                    left.extend(todo[position:])
+                    break
+                text = cut_at_word(text, max_chars)
+                max_chars -= len(text)
+            doc.sections.append(Section(text, page=number))
+            done.append(number)
+    finally:
+        pdf.close()
+    if low:
+        listed = ", ".join(map(str, low[:10])) + (", ..." if len(low) > 10 else "")
+        doc.warnings.append(
+            f"{len(low)} scanned pages were read with too little OCR confidence to index (page {listed}; "
+            f"RAGCORD_OCR_MIN_CONFIDENCE is {ocr.min_confidence:g})"
+        )
+    if done:
+        doc.sections.sort(key=lambda s: s.page or 0)
+        doc.extra[OCR_PAGES_KEY] = ",".join(map(str, done))
+    doc.pages_without_text = sorted(set(low) | set(left) | set(blank))
+
+
+def _is_blank(image: Image.Image) -> bool:
+    """A rendered page with almost no contrast (grey levels) has nothing to OCR."""
+    extrema: Any = image.convert("L").getextrema()
+    return bool(extrema[1] - extrema[0] < _BLANK_CONTRAST)
+
+
+def render_page(page: Any, dpi: int) -> Image.Image:
+    """A PIL image of one pypdfium2 page at `dpi`, scaled down if it would exceed the OCR pixel cap."""
+    from ingest.loaders.ocr import MAX_IMAGE_PIXELS
+
+    width, height = page.get_size()
+    scale = dpi / 72
+    pixels = width * height * scale * scale
+    if pixels > MAX_IMAGE_PIXELS:
+        scale *= (MAX_IMAGE_PIXELS / pixels) ** 0.5
+    image: Image.Image = page.render(scale=scale, grayscale=True).to_pil()
+    return image
 
 
 def open_pdf(data: bytes, filename: str, password: str | None = None) -> PdfReader:

@@ -1,0 +1,266 @@
+"""OCR of page images with rapidocr-onnxruntime 1.4.4 (its det/cls/rec ONNX models ship in the wheel).
+
+The engine is loaded lazily, once per process (the PDF worker's, in the bot and the CLI).
+What rapidocr returns is a set of text boxes in no useful order: a two-column page is
+read across both columns at once and an upside-down page bottom-up. `order_boxes` puts
+them into reading order: columns when the page has a clear gutter, lines by y-overlap
+within a column, boxes left to right within a line. An upside-down page is recognised
+by the classifier (most crops turned 180°) and its boxes are mirrored before ordering,
+so no second OCR pass is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OCR_DPI = 150  # RAGCORD_OCR_DPI: resolution PDF pages are rasterised at
+DEFAULT_OCR_DET_SIDE = 1280  # RAGCORD_OCR_DET_SIDE: longest side the text detector sees (pixels)
+DEFAULT_OCR_THREADS = 2  # RAGCORD_OCR_THREADS: onnxruntime threads per model
+DEFAULT_OCR_MIN_CONFIDENCE = 0.8  # RAGCORD_OCR_MIN_CONFIDENCE: pages read with less are reported, not indexed
+DEFAULT_OCR_MAX_PAGES = 20  # RAGCORD_OCR_MAX_PAGES: pages of one PDF that are OCR'd
+DEFAULT_OCR_BUDGET_S = 90.0  # RAGCORD_OCR_BUDGET_S: seconds of OCR one file may use
+MAX_IMAGE_PIXELS = 40_000_000  # larger images are scaled down before OCR (and PIL's bomb check)
+
+
+@dataclass(frozen=True, slots=True)
+class OcrOptions:
+    """How OCR runs; the defaults are the measured ones (bench/ocr.py)."""
+
+    enabled: bool = True
+    dpi: int = DEFAULT_OCR_DPI
+    det_side: int = DEFAULT_OCR_DET_SIDE
+    threads: int = DEFAULT_OCR_THREADS
+    min_confidence: float = DEFAULT_OCR_MIN_CONFIDENCE
+    max_pages: int = DEFAULT_OCR_MAX_PAGES
+    budget_s: float = DEFAULT_OCR_BUDGET_S
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """One recognised text box: its axis-aligned extent in pixels, text and confidence."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    text: str
+    score: float = 1.0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+
+@dataclass(frozen=True, slots=True)
+class OcrPage:
+    """The text of one image in reading order, with its mean confidence."""
+
+    text: str
+    confidence: float  # mean recognition score weighted by characters (0 when no text)
+    boxes: int
+    rotated: bool  # the page was upside down
+    seconds: float
+
+
+class OcrUnavailable(RuntimeError):
+    """The OCR engine cannot be loaded (rapidocr-onnxruntime missing or broken)."""
+
+
+_engines: dict[tuple[int, int], Any] = {}
+_lock = threading.Lock()
+
+
+def engine(det_side: int = DEFAULT_OCR_DET_SIDE, threads: int = DEFAULT_OCR_THREADS) -> Any:
+    """The rapidocr engine for these settings, loaded on first use and kept for the process."""
+    key = (det_side, threads)
+    with _lock:
+        if key not in _engines:
+            try:
+                from rapidocr_onnxruntime import RapidOCR
+            except ImportError as exc:
+                raise OcrUnavailable(
+                    "OCR needs rapidocr-onnxruntime 1.4.4 (pip install 'rapidocr-onnxruntime==1.4.4')"
+                ) from exc
+            started = time.perf_counter()
+            _engines[key] = RapidOCR(
+                det_limit_side_len=det_side,
+                det_limit_type="max",
+                max_side_len=max(det_side, 2000),
+                intra_op_num_threads=threads,
+                inter_op_num_threads=1,
+                print_verbose=False,
+            )
+            log.info("OCR engine loaded in %.1f s (det side %d, %d threads)", time.perf_counter() - started, *key)
+        return _engines[key]
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """An RGB uint8 array of any PIL image (palette, grey, CMYK, alpha over white), oversized ones scaled down."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = PILImage.alpha_composite(background, rgba)
+    image = image.convert("RGB")
+    pixels = image.width * image.height
+    if pixels > MAX_IMAGE_PIXELS:
+        scale = (MAX_IMAGE_PIXELS / pixels) ** 0.5
+        image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))))
+    return np.asarray(image, dtype=np.uint8)
+
+
+def recognise(image: Image.Image, options: OcrOptions | None = None) -> OcrPage:
+    """OCR one image into reading-order text."""
+    options = options or OcrOptions()
+    started = time.perf_counter()
+    rgb = to_rgb_array(image)
+    boxes, flipped = run_engine(rgb, options)
+    rotated = flipped > len(boxes) / 2 if boxes else False
+    if rotated:
+        height, width = rgb.shape[:2]
+        boxes = [Box(width - b.x1, height - b.y1, width - b.x0, height - b.y0, b.text, b.score) for b in boxes]
+    text = boxes_to_text(order_boxes(boxes))
+    chars = sum(len(b.text) for b in boxes)
+    confidence = sum(b.score * len(b.text) for b in boxes) / chars if chars else 0.0
+    return OcrPage(text, confidence, len(boxes), rotated, time.perf_counter() - started)
+
+
+def run_engine(rgb: np.ndarray, options: OcrOptions) -> tuple[list[Box], int]:
+    """The engine's raw boxes for an RGB array, in its own order, and how many crops the
+    classifier turned by 180°."""
+    ocr = engine(options.det_side, options.threads)
+    flips: list[int] = []
+    classify = ocr.text_cls
+
+    def recording(images: Any) -> Any:
+        result = classify(images)
+        flips.append(sum(1 for label, score in result[1] if label == "180" and score >= 0.9))
+        return result
+
+    bgr = rgb[:, :, ::-1].copy()  # rapidocr takes arrays in OpenCV's BGR order
+    ocr.text_cls = recording
+    try:
+        result, _ = ocr(bgr)
+    finally:
+        ocr.text_cls = classify
+    boxes = []
+    for points, text, score in result or []:
+        text = " ".join(str(text).split())
+        if not text:
+            continue
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        boxes.append(Box(float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys)), text, float(score)))
+    return boxes, sum(flips)
+
+
+def raw_text(boxes: Sequence[Box]) -> str:
+    """The boxes' text in the engine's own order, one box a line (the baseline the benchmark compares)."""
+    return "\n".join(b.text for b in boxes)
+
+
+def order_boxes(boxes: Sequence[Box]) -> list[list[Box]]:
+    """The boxes as lines in reading order.
+
+    The page is cut into rows (boxes whose vertical extents overlap). A run of at least three
+    rows that share a clear vertical gap (at least 0.7 line heights wide, inside the text)
+    and in which two or more rows have text on both sides of it is a block of columns: each
+    column is read top to bottom, left to right. Every other row is one line. Within a
+    line, boxes are read left to right.
+    """
+    if not boxes:
+        return []
+    left, right = min(b.x0 for b in boxes), max(b.x1 for b in boxes)
+    min_gap = 0.7 * max(1.0, statistics.median(b.height for b in boxes))
+    rows = _lines(boxes)
+    frees = [_free(row, left, right) for row in rows]
+    ordered: list[list[Box]] = []
+    i = 0
+    while i < len(rows):
+        gaps, j = frees[i], i + 1
+        while j < len(rows):
+            narrower = _intersect(gaps, frees[j], min_gap)
+            if not narrower:
+                break
+            gaps, j = narrower, j + 1
+        gutters = [(g0, g1) for g0, g1 in gaps if g0 > left and g1 < right]
+        sided = [_columns_of(row, gutters) > 1 for row in rows[i:j]] if gutters else []
+        if sum(sided) >= 2 and j - i >= 3:
+            first = sided.index(True)
+            last = len(sided) - 1 - sided[::-1].index(True)
+            ordered.extend(rows[i : i + first])  # one-sided rows before the columns: single lines
+            block = [b for row in rows[i + first : i + last + 1] for b in row]
+            columns: dict[int, list[Box]] = {}
+            for box in block:
+                centre = (box.x0 + box.x1) / 2
+                columns.setdefault(sum(1 for g0, _ in gutters if centre > g0), []).append(box)
+            for column in sorted(columns):
+                ordered.extend(_lines(columns[column]))
+            i += last + 1  # one-sided rows after the columns start the next scan
+        else:
+            ordered.append(rows[i])
+            i += 1
+    return ordered
+
+
+def boxes_to_text(lines: Sequence[Sequence[Box]]) -> str:
+    return "\n".join(" ".join(b.text for b in line) for line in lines).strip()
+
+
+def _lines(boxes: Sequence[Box]) -> list[list[Box]]:
+    lines: list[list[Box]] = []
+    bottom = top = 0.0
+    for box in sorted(boxes, key=lambda b: ((b.y0 + b.y1) / 2, b.x0)):
+        if lines:
+            overlap = min(bottom, box.y1) - max(top, box.y0)
+            if overlap >= 0.5 * min(bottom - top, box.height):
+                lines[-1].append(box)
+                bottom, top = max(bottom, box.y1), min(top, box.y0)
+                continue
+        lines.append([box])
+        top, bottom = box.y0, box.y1
+    return [sorted(line, key=lambda b: b.x0) for line in lines]
+
+
+def _free(row: Sequence[Box], left: float, right: float) -> list[tuple[float, float]]:
+    """The x-ranges of [left, right] that no box of the row covers."""
+    free, reach = [], left
+    for box in sorted(row, key=lambda b: b.x0):
+        if box.x0 > reach:
+            free.append((reach, box.x0))
+        reach = max(reach, box.x1)
+    if right > reach:
+        free.append((reach, right))
+    return free
+
+
+def _intersect(
+    a: list[tuple[float, float]], b: list[tuple[float, float]], min_width: float
+) -> list[tuple[float, float]]:
+    out, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if hi - lo >= min_width:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def _columns_of(row: Sequence[Box], gutters: Sequence[tuple[float, float]]) -> int:
+    return len({sum(1 for g0, _ in gutters if (b.x0 + b.x1) / 2 > g0) for b in row})
