@@ -353,7 +353,8 @@ async def test_the_evidence_shows_before_the_models_first_token(tmp_path):
 
 
 async def test_a_queued_question_shows_its_evidence_while_it_waits_for_the_model(tmp_path):
-    llm = FakeLLM(default=cited_sentences(30), delay=0.05)  # the first answer holds the model for seconds
+    # the first answer holds the model for seconds; the second is short
+    llm = FakeLLM([cited_sentences(12), "Refunds take ten business days. [1]"], delay=0.05)
     async with world(tmp_path, llm) as w:
         w.add_document("deploy.md", DEPLOY)
         w.add_document("billing.md", "# Billing\n\nRefunds take ten business days.\n")
