@@ -178,7 +178,8 @@ def score_question(qa: dict[str, Any], answer: Answer, generated: bool) -> dict[
         "checked_text": answer.checked_text,
     }
     if answer.lead is not None and answer.checked_text:
-        from bot.answer import check_answer, grounding, quote_line
+        from bot.answer import quote_line
+        from bot.checks import check_answer, grounding
         from bot.citations import verify
         from bot.reader import Lead
 

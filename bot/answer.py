@@ -4,7 +4,7 @@ The code reads and the model writes (docs/how-it-works.md, "How an answer is cho
 the reader (bot/reader.py) picks the sentence that answers the question from the top
 passages, and that verbatim quote is the lead evidence, shown before the model writes
 a word. The model then phrases an answer from it; its words lead the reply only when
-they pass the checks (`check_answer`): backed by the passage they cite, grounded in the
+they pass the checks (bot/checks.py): backed by the passage they cite, grounded in the
 lead evidence and relevant to the question, and free of degenerate output. Otherwise
 the quote itself leads. `RAGCORD_ANSWER_MODE`: auto (that), extract (no model call),
 generate (the model's checked text always leads, for a big model).
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,11 +24,12 @@ from typing import Literal
 
 import numpy as np
 
-from bot.citations import MARKER_RE, Citation, backs, claims, consulted, verify
+from bot.checks import check_answer, tidy
+from bot.citations import Citation, consulted, verify
 from bot.llm import LLM, GenerationParams, LLMError
 from bot.prompts import PASSAGE_CHARS, STOP, answer_messages
 from bot.reader import SURE_LEXICAL, Lead, SentenceSelector
-from bot.repetition import degenerate_at, drop_repeated_sentences, stop_when_degenerate
+from bot.repetition import stop_when_degenerate
 from store.protocol import STORE_OUTAGE_NOTICE, EncoderMismatch, StoreUnavailable
 from store.retrieval import Retriever
 from store.text import content_words, terms
@@ -54,12 +54,6 @@ QUESTION_TOO_LONG = (
     "Your question is {length} characters long; the limit is {limit} (RAGCORD_MAX_QUESTION_CHARS). "
     "Ask it in fewer words."
 )
-
-# The model's sentence must be grounded in the lead evidence (share of its content terms
-# found there) and carry some of the lead's new information (terms the question lacks).
-# Measured on the tuning half of XQuAD dev with SmolLM2-135M (bench/answers.py; docs/how-it-works.md).
-GROUNDED = 0.6
-NOVEL_TERMS = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,58 +327,6 @@ def _cited_hits(citations: list[Citation], answer: Answer) -> list[tuple[Citatio
     return [(c, answer.hits[c.number - 1]) for c in citations]
 
 
-def grounding(question: str, text: str, lead: Lead) -> tuple[float, int]:
-    """(share of the cited sentences' content terms found in the lead evidence, how many of
-    the best sentence's terms that the question lacks they hold)."""
-    cited = " ".join(s for s in claims(text) if MARKER_RE.search(s)) or text
-    claim = terms(MARKER_RE.sub(" ", cited))
-    if not claim:
-        return 0.0, 0
-    have = terms(f"{lead.chunk.title} {lead.chunk.section} {lead.text}")
-    novel = terms(lead.core or lead.text) - terms(question)  # the best sentence's, not its neighbour's
-    return len(claim & have) / len(claim), len(claim & novel) if novel else NOVEL_TERMS
-
-
-def check_answer(
-    question: str,
-    text: str,
-    citations: Sequence[Citation],
-    lead: Lead | None,
-    *,
-    grounded: float = GROUNDED,
-    novel_terms: int = NOVEL_TERMS,
-) -> str:
-    """Why the model's checked text must not lead the reply ("" when it may).
-
-    - degenerate: a loop, an echoed passage list, a role label, or an "I don't know";
-    - unbacked: no sentence carries a citation that its passage backs (`verify` dropped them);
-    - not grounded: the cited sentences' content terms are not mostly in the lead evidence;
-    - says nothing new: they hold none of the lead's terms that the question lacks, so they
-      do not carry its answer (a backed sentence that merely restates the question).
-    """
-    if not text.strip():
-        return "the model gave no answer"
-    if degenerate_at(text) is not None:
-        return "degenerate output"
-    if re.search(r"\b(?:i don'?t know|not (?:available|mentioned|provided))\b", text, re.IGNORECASE):
-        return "the model did not answer"
-    if not citations:
-        return "no sentence is backed by the passage it cites"
-    if lead is None:
-        return ""
-    share, new = grounding(question, text, lead)
-    if share == 0.0:
-        return "no sentence is backed by the passage it cites"
-    if share < grounded:
-        return "not grounded in the evidence that answers the question"
-    if new < novel_terms:
-        return "it does not answer the question"
-    cited = " ".join(s for s in claims(text) if MARKER_RE.search(s)) or text
-    if not backs(cited, lead.chunk):
-        return "no sentence is backed by the passage it cites"
-    return ""
-
-
 def judge(question: str, hits: Sequence[Hit], min_score: float, caution_score: float) -> AnswerStatus:
     """Answer, answer with a caution, or decline, from the retrieval scores alone.
 
@@ -405,15 +347,3 @@ def lexical_coverage(question: str, hit: Hit) -> float:
         return 0.0
     chunk = hit.chunk
     return len(asked & terms(f"{chunk.title} {chunk.section} {chunk.text}")) / len(asked)
-
-
-def tidy(text: str) -> str:
-    """Trim what small models append: role labels, echoed passage headers, sentences said twice."""
-    text = re.split(r"\n(?:User|Assistant|Question|Passages?)\s*:", text)[0]
-    # echoed passage headers: "[2] (Title, p. 3)" or "Passage [2]:"
-    text = re.sub(r"(?m)^\s*(?:Passage\s*)?\[?\d+\]?[.:]?\s*\([^()\n]{0,120}\)\s*", "", text)
-    text = re.sub(r"(?m)^\s*Passage\s*\[\d+\]\s*:\s*", "", text)
-    text = drop_repeated_sentences(text)
-    text = re.sub(r"\s*\[[^\]\n]{0,12}$", "", text)  # a citation cut off by a stop: "… citations. ["
-    text = re.sub(r"\n{3,}", "\n\n", text).strip()
-    return text

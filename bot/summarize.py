@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bot.answer import Answer, AnswerEvent, AnswerMode, Completed, Token, check_answer, tidy
+from bot.answer import Answer, AnswerEvent, AnswerMode, Completed, Token
+from bot.checks import check_answer, tidy
 from bot.citations import (
     QUOTE_CHARS,
     Citation,

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import re
 
-from bot.answer import Completed, Evidence, Retrieved, Token, Turn, standalone_query, tidy
+from bot.answer import Completed, Evidence, Retrieved, Token, Turn, standalone_query
+from bot.checks import tidy
 from bot.prompts import SYSTEM
 from tests.fakes import cite_first_passage
 
