@@ -6,6 +6,7 @@ LLM and a fake embedder). Heavy parts load lazily, once per process.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +20,8 @@ from bot.reader import SentenceSelector, Weights
 from bot.settings import Settings
 from bot.summarize import Summarizer
 from ingest.chunking import Chunker
+from ingest.loaders import load_bytes
+from ingest.loaders.ocr import OcrOptions
 from ingest.pipeline import Ingestor, IngestResult, ProgressCallback
 from store.chroma import ChromaLocation, ChromaStore
 from store.embedder import Embedder, SentenceTransformerEmbedder, encoder_identity
@@ -92,6 +95,19 @@ def build_embedder(settings: Settings) -> Embedder:
     )
 
 
+def ocr_options(s: Settings) -> OcrOptions:
+    """The OCR settings (RAGCORD_OCR*) the loaders get."""
+    return OcrOptions(
+        enabled=s.ocr,
+        dpi=s.ocr_dpi,
+        det_side=s.ocr_det_side,
+        threads=s.ocr_threads,
+        min_confidence=s.ocr_min_confidence,
+        max_pages=s.ocr_max_pages,
+        budget_s=s.ocr_budget_s,
+    )
+
+
 class RagService:
     def __init__(
         self,
@@ -135,6 +151,7 @@ class RagService:
             pdf_timeout=s.pdf_timeout,
             max_pages=s.pdf_max_pages,
             max_text_chars=s.max_text_chars,
+            pdf_parse=functools.partial(load_bytes, ocr=ocr_options(s)),  # picklable: runs in the PDF worker too
         )
         self.params = GenerationParams(
             max_tokens=s.llm_max_tokens, temperature=s.llm_temperature, top_p=s.llm_top_p, stop=STOP, seed=s.llm_seed

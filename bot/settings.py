@@ -60,6 +60,31 @@ class Settings(BaseSettings):
             "Characters of one document that are indexed; the rest of a longer document is left out, with a warning."
         ),
     )
+    ocr: bool = Field(
+        True, description="Read PDF pages without a text layer and images (PNG, JPEG, WebP, TIFF) by OCR."
+    )
+    ocr_max_pages: int = Field(
+        20, description="Pages of one PDF (or frames of a TIFF) read by OCR; the rest are listed in a warning."
+    )
+    ocr_budget_s: float = Field(
+        90.0,
+        description=(
+            "Seconds of OCR one file may use; pages left then are listed in a warning (keep it below "
+            "RAGCORD_PDF_TIMEOUT)."
+        ),
+    )
+    ocr_dpi: int = Field(150, description="Resolution scanned PDF pages are rasterised at for OCR.")
+    ocr_det_side: int = Field(
+        2000,
+        description=(
+            "Longest side, in pixels, of the image the OCR engine sees; larger pages and images are scaled down to it."
+        ),
+    )
+    ocr_threads: int = Field(2, description="Threads of each OCR model (onnxruntime).")
+    ocr_min_confidence: float = Field(
+        0.8,
+        description="Mean OCR confidence below which a page is reported in a warning instead of indexed as garbage.",
+    )
     chunk_tokens: int = Field(
         200, description="Target chunk size in the embedding model's tokens (never above its input limit)."
     )

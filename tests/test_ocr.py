@@ -246,3 +246,17 @@ def test_images_are_read_in_the_worker_process() -> None:
         assert doc.extra["parsed_by"] == str(worker.pid) != str(os.getpid())
     finally:
         worker.close()
+
+
+def test_the_ocr_settings_reach_the_loader_and_survive_the_trip_to_the_worker() -> None:
+    import functools
+    import pickle
+
+    from bot.service import ocr_options
+    from bot.settings import Settings
+
+    options = ocr_options(Settings(ocr=False, ocr_max_pages=3, ocr_budget_s=5.0, ocr_dpi=100, ocr_min_confidence=0.5))
+    assert options == OcrOptions(enabled=False, dpi=100, min_confidence=0.5, max_pages=3, budget_s=5.0)
+    parse = pickle.loads(pickle.dumps(functools.partial(load_bytes, ocr=options)))  # as the spawned worker gets it
+    with pytest.raises(LoadError, match="OCR is off"):
+        parse(scans(1), "scan.pdf", source="test://scan", **KW)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_OCR_DPI = 150  # RAGCORD_OCR_DPI: resolution PDF pages are rasterised at
-DEFAULT_OCR_DET_SIDE = 1280  # RAGCORD_OCR_DET_SIDE: longest side the text detector sees (pixels)
+DEFAULT_OCR_DET_SIDE = 2000  # RAGCORD_OCR_DET_SIDE: longest side of the image the engine sees (pixels)
 DEFAULT_OCR_THREADS = 2  # RAGCORD_OCR_THREADS: onnxruntime threads per model
 DEFAULT_OCR_MIN_CONFIDENCE = 0.8  # RAGCORD_OCR_MIN_CONFIDENCE: pages read with less are reported, not indexed
 DEFAULT_OCR_MAX_PAGES = 20  # RAGCORD_OCR_MAX_PAGES: pages of one PDF that are OCR'd
@@ -94,10 +94,11 @@ def engine(det_side: int = DEFAULT_OCR_DET_SIDE, threads: int = DEFAULT_OCR_THRE
                     "OCR needs rapidocr-onnxruntime 1.4.4 (pip install 'rapidocr-onnxruntime==1.4.4')"
                 ) from exc
             started = time.perf_counter()
+            # rapidocr 1.4.4 ignores det_limit_side_len in "max" mode (it picks 960/1500/2000 from the
+            # image's size), so the side is enforced through max_side_len: larger images are scaled down.
             _engines[key] = RapidOCR(
-                det_limit_side_len=det_side,
                 det_limit_type="max",
-                max_side_len=max(det_side, 2000),
+                max_side_len=det_side,
                 intra_op_num_threads=threads,
                 inter_op_num_threads=1,
                 print_verbose=False,
