@@ -73,9 +73,9 @@ class Settings(BaseSettings):
             "RAGCORD_PDF_TIMEOUT)."
         ),
     )
-    ocr_dpi: int = Field(150, description="Resolution scanned PDF pages are rasterised at for OCR.")
+    ocr_dpi: int = Field(200, description="Resolution scanned PDF pages are rasterised at for OCR.")
     ocr_det_side: int = Field(
-        2000,
+        2400,
         description=(
             "Longest side, in pixels, of the image the OCR engine sees; larger pages and images are scaled down to it."
         ),

@@ -5,8 +5,8 @@ What rapidocr returns is a set of text boxes in no useful order: a two-column pa
 read across both columns at once and an upside-down page bottom-up. `order_boxes` puts
 them into reading order: columns when the page has a clear gutter, lines by y-overlap
 within a column, boxes left to right within a line. An upside-down page is recognised
-by the classifier (most crops turned 180°) and its boxes are mirrored before ordering,
-so no second OCR pass is needed.
+by the classifier (most crops turned 180°) and read again turned upright, since the
+classifier misses some of its lines (a second pass only for upside-down pages).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OCR_DPI = 150  # RAGCORD_OCR_DPI: resolution PDF pages are rasterised at
-DEFAULT_OCR_DET_SIDE = 2000  # RAGCORD_OCR_DET_SIDE: longest side of the image the engine sees (pixels)
+DEFAULT_OCR_DPI = 200  # RAGCORD_OCR_DPI: resolution PDF pages are rasterised at
+DEFAULT_OCR_DET_SIDE = 2400  # RAGCORD_OCR_DET_SIDE: longest side of the image the engine sees (pixels)
 DEFAULT_OCR_THREADS = 2  # RAGCORD_OCR_THREADS: onnxruntime threads per model
 DEFAULT_OCR_MIN_CONFIDENCE = 0.8  # RAGCORD_OCR_MIN_CONFIDENCE: pages read with less are reported, not indexed
 DEFAULT_OCR_MAX_PAGES = 20  # RAGCORD_OCR_MAX_PAGES: pages of one PDF that are OCR'd
@@ -131,16 +131,15 @@ def recognise(image: Image.Image, options: OcrOptions | None = None) -> OcrPage:
     rgb = to_rgb_array(image)
     boxes, flipped = run_engine(rgb, options)
     rotated = flipped > len(boxes) / 2 if boxes else False
-    if rotated:
-        height, width = rgb.shape[:2]
-        boxes = [Box(width - b.x1, height - b.y1, width - b.x0, height - b.y0, b.text, b.score) for b in boxes]
+    if rotated:  # upside down: read the page turned upright (the classifier misses some lines)
+        boxes, _ = run_engine(rgb[::-1, ::-1], options, use_cls=False)
     text = boxes_to_text(order_boxes(boxes))
     chars = sum(len(b.text) for b in boxes)
     confidence = sum(b.score * len(b.text) for b in boxes) / chars if chars else 0.0
     return OcrPage(text, confidence, len(boxes), rotated, time.perf_counter() - started)
 
 
-def run_engine(rgb: np.ndarray, options: OcrOptions) -> tuple[list[Box], int]:
+def run_engine(rgb: np.ndarray, options: OcrOptions, *, use_cls: bool = True) -> tuple[list[Box], int]:
     """The engine's raw boxes for an RGB array, in its own order, and how many crops the
     classifier turned by 180°."""
     ocr = engine(options.det_side, options.threads)
@@ -155,7 +154,7 @@ def run_engine(rgb: np.ndarray, options: OcrOptions) -> tuple[list[Box], int]:
     bgr = rgb[:, :, ::-1].copy()  # rapidocr takes arrays in OpenCV's BGR order
     ocr.text_cls = recording
     try:
-        result, _ = ocr(bgr)
+        result, _ = ocr(bgr, use_cls=use_cls)
     finally:
         ocr.text_cls = classify
     boxes = []
