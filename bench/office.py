@@ -1,6 +1,6 @@
 """What ragcord's loaders make of the real office files in ../shared/data/office (issue 14).
 
-    python bench/office.py [--dir /work/shared/data/office] [--timeout 60]
+    python bench/office.py [--dir /work/shared/data/office] [--timeout 60] [--ask]
 
 For every file of MANIFEST.tsv except the OCR images (category "ocr-image"): loaded or
 refused (with its one-line reason), seconds, sections and chunks (chunked with a word
@@ -9,7 +9,11 @@ count standing in for the tokenizer), whether the probe phrase is in the extract
 whether the section holding it matches probe_location loosely: the slide number, the sheet
 name, the row inside the cited range, the heading or the attachment named there ("-" when
 the manifest's location names none of these). Hostile files must be refused or capped,
-never crash. Prints a table and totals; the last line is a JSON summary.
+never crash. With --ask, the loaded files are also ingested into a fresh store (the
+configured encoder) and each probe phrase is asked as `ragcord ask --evidence-only` does
+(answer mode "extract", no model): "lead" when the quoted evidence is from the file and
+holds the phrase, "top3" when one of the first three passages does, with the location
+check on that passage. Prints a table and totals; the last line is a JSON summary.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import json
 import re
 import signal
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="folder with MANIFEST.tsv")
     p.add_argument("--timeout", type=int, default=60, help="seconds one file may take")
     p.add_argument("--max-mb", type=int, default=50, help="file size limit (RAGCORD_MAX_FILE_MB)")
+    p.add_argument("--ask", action="store_true", help="also ingest and ask each probe phrase (evidence only)")
     return p.parse_args(argv)
 
 
@@ -119,6 +126,44 @@ def run_one(path: Path, row: dict[str, str], max_bytes: int, timeout: int) -> di
     return out
 
 
+@dataclass
+class _Place:
+    heading: str
+    page: int | None
+
+
+def ask_probes(results: list[dict[str, Any]], rows: list[dict[str, str]], folder: Path) -> None:
+    """Ingest the loaded files into a fresh store and ask each probe phrase, evidence only."""
+    from _common import bench_settings
+
+    from bot.service import RagService
+
+    by_file = {r["file"]: r for r in rows}
+    with tempfile.TemporaryDirectory(prefix="ragcord-office-") as tmp:
+        service = RagService.from_settings(bench_settings(Path(tmp), answer_mode="extract"))
+        loaded = [r for r in results if r["status"] == "loaded"]
+        started = time.perf_counter()
+        service.ingest_paths("office", [folder / r["file"] for r in loaded])
+        print(f"  ingested {len(loaded)} files in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        for r in loaded:
+            row = by_file[r["file"]]
+            source = str((folder / r["file"]).resolve())
+            probe = norm(row["probe_phrase"], loose=True)
+            answer = service.ask("office", row["probe_phrase"])
+            lead = answer.lead.chunk if answer.lead is not None else None
+            top = [h.chunk for h in answer.hits[:3]]
+            holds = [c for c in top if c.source == source and probe in norm(c.text, loose=True)]
+            if lead is not None and lead.source == source and probe in norm(lead.text, loose=True):
+                r["ask"], chunk = "lead", lead
+            elif holds:
+                r["ask"], chunk = "top3", holds[0]
+            else:
+                r["ask"], chunk = "no", None
+            if chunk is not None:
+                r["ask_where"] = chunk.where
+                r["ask_location"] = location_matches(row["probe_location"], _Place(chunk.section, chunk.page))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
@@ -129,9 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     rows = [r for r in csv.DictReader(manifest.open(encoding="utf-8"), delimiter="\t") if r["category"] != "ocr-image"]
     results = [run_one(args.dir / r["file"], r, args.max_mb * 1024 * 1024, args.timeout) for r in rows]
+    if args.ask:
+        ask_probes(results, rows, args.dir)
     print(
         table(
-            ["file", "format", "category", "status", "s", "sections", "chunks", "probe", "location", "cited as"],
+            ["file", "format", "category", "status", "s", "sections", "chunks", "probe", "location", "ask", "cited as"],
             [
                 [
                     r["file"][:42],
@@ -143,12 +190,13 @@ def main(argv: list[str] | None = None) -> int:
                     r.get("chunks"),
                     r.get("found", ""),
                     r.get("location", ""),
-                    r.get("cited") or r.get("reason", "")[:60],
+                    (r.get("ask", "") + " " + r.get("ask_location", "")).strip(),
+                    (r.get("ask_where") or r.get("cited") or r.get("reason", ""))[:60],
                 ]
                 for r in results
             ],
-            left=(0, 1, 2, 3, 7, 8, 9),
-        )  # fmt: skip
+            left=(0, 1, 2, 3, 7, 8, 9, 10),
+        )
     )
     loaded = [r for r in results if r["status"] == "loaded"]
     hostile = [r for r in results if r["category"] == "hostile"]
@@ -163,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         "location_matched": sum(r.get("location") == "yes" for r in loaded),
         "hostile": len(hostile),
         "hostile_refused_or_capped": sum(r["status"] in ("refused", "loaded") for r in hostile),
+        "asked": sum("ask" in r for r in loaded),
+        "ask_lead": sum(r.get("ask") == "lead" for r in loaded),
+        "ask_top3": sum(r.get("ask") in ("lead", "top3") for r in loaded),
+        "ask_location_matched": sum(r.get("ask_location") == "yes" for r in loaded),
+        "ask_location_checked": sum(r.get("ask_location") in ("yes", "no") for r in loaded),
         "seconds_total": round(sum(r.get("seconds", 0.0) for r in results), 2),
         "seconds_max": round(max((r.get("seconds", 0.0) for r in results), default=0.0), 2),
     }
@@ -174,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary['location_matched']} of {summary['location_checked']} checkable; "
         f"{summary['seconds_total']} s in all, slowest {summary['seconds_max']} s"
     )
+    if summary["asked"]:
+        print(
+            f"asked evidence-only: the phrase leads in {summary['ask_lead']} and is in the top 3 in "
+            f"{summary['ask_top3']} of {summary['asked']}; location matched {summary['ask_location_matched']} of "
+            f"{summary['ask_location_checked']} checkable"
+        )
     write_result("office", {"summary": summary, "files": results})
     print(json.dumps(summary, sort_keys=True))
     return 0 if summary["crashed_or_timed_out"] == 0 else 1

@@ -69,7 +69,10 @@ def _rows(sheet: object, budget: list[int], warnings: list[str]) -> Iterator[tup
         if not any(cells):
             empty_run += 1
             if empty_run > MAX_EMPTY_RUN:
-                warnings.append(f"sheet {sheet.title!r}: the rows after row {number:,} were skipped (empty)")  # type: ignore[attr-defined]
+                title = sheet.title  # type: ignore[attr-defined]
+                warnings.append(
+                    f"sheet {title!r}: rows after row {number:,} were skipped ({MAX_EMPTY_RUN:,} empty rows in a row)"
+                )
                 return
             continue
         empty_run = 0
@@ -84,7 +87,6 @@ def _sheet(sheet: object, budget: list[int], warnings: list[str]) -> list[Sectio
         return []
     header_row, header = first
     width = max((i + 1 for i, c in enumerate(header) if c), default=1)
-    lines: list[tuple[int, str]] = []
     widths = [width]
 
     def numbered() -> Iterator[tuple[int, str]]:
@@ -98,7 +100,6 @@ def _sheet(sheet: object, budget: list[int], warnings: list[str]) -> list[Sectio
     pieces = list(row_pieces(header_text, numbered()))
     if not pieces:
         return [Section(header_text, heading=f"{name}!A{header_row}:{column_letter(width)}{header_row}")]
-    del lines
     cols = column_letter(max(widths))
     for start, end, text in pieces:
         sections.append(Section(text, heading=f"{name}!A{start}:{cols}{end}"))
