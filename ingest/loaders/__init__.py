@@ -1,7 +1,8 @@
-"""Document loaders: bytes of a PDF, Markdown, HTML or text file -> a `LoadedDocument`.
+"""Document loaders: bytes of a PDF, Markdown, HTML, text or office file -> a `LoadedDocument`.
 
 `load_bytes` picks the loader from the file name's suffix, but trusts the content
 over the name: a file starting with ``%PDF`` is read as a PDF whatever it is called,
+a zip package is named by its members (a .docx sent as .zip is read as Word; docs/formats.md),
 and a "text" file full of NUL or control bytes is refused as binary. Every refusal is
 a `LoadError` whose message is one line the user can act on.
 
