@@ -404,3 +404,12 @@ def test_eml_soup_loads_or_raises_load_error(text: str) -> None:
         load(text.encode("utf-8", "surrogatepass"), "soup.eml")
     except LoadError as exc:
         assert str(exc) and "\n" not in str(exc)
+
+
+@pytest.mark.parametrize("name", ["a.docx", "a.pptx", "a.xlsx", "a.odt", "a.epub"])
+def test_zip_with_an_unsupported_version_is_refused_not_a_crash(name: str) -> None:
+    data = bytearray(make_docx())
+    directory = data.index(b"PK\x01\x02")  # the first central directory entry
+    data[directory + 6 : directory + 8] = b"\xff\x00"  # "version needed to extract": 25.5
+    with pytest.raises(LoadError, match="damaged"):
+        load(bytes(data), name)

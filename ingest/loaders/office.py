@@ -35,7 +35,7 @@ def open_zip(data: bytes, name: str, what: str) -> zipfile.ZipFile:
     try:
         package = zipfile.ZipFile(io.BytesIO(data))
         members = package.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, NotImplementedError ("zip file version"), struct errors...
         raise LoadError(f"{name} is not a valid {what} file (damaged or truncated zip: {exc})") from exc
     if len(members) > MAX_MEMBERS:
         raise LoadError(f"{name} has {len(members):,} zip members, over the limit of {MAX_MEMBERS:,}; refused")
