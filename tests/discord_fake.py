@@ -397,6 +397,73 @@ class FakeDiscord:
             data["guild_id"] = channel["guild_id"]
         await self.dispatch("MESSAGE_DELETE", data)
 
+    # -- channel history (issue 13): messages already there, edits and deletions by members, threads, forums --
+    def seed_message(
+        self, channel: dict[str, Any], author: dict[str, Any], content: str, *, reply_to: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A message already in the channel's history when the bot looks (no gateway event)."""
+        return self._new_message(channel, author, content, reply_to=reply_to)
+
+    async def edit_user_message(self, message: dict[str, Any], content: str) -> None:
+        """A member edits their message: MESSAGE_UPDATE carries the new content."""
+        message["content"] = content
+        message["edited_timestamp"] = now_iso()
+        self.timeline.append((time.monotonic(), int(message["id"]), content))
+        await self._dispatch_message("MESSAGE_UPDATE", message)
+
+    async def bulk_delete(self, channel: dict[str, Any], messages: Sequence[dict[str, Any]]) -> None:
+        """A moderator deletes several messages at once: MESSAGE_DELETE_BULK."""
+        for message in messages:
+            self.messages.pop(int(message["id"]), None)
+            self.deleted.add(int(message["id"]))
+        data = {"ids": [m["id"] for m in messages], "channel_id": channel["id"], "guild_id": channel["guild_id"]}
+        await self.dispatch("MESSAGE_DELETE_BULK", data)
+
+    def add_public_thread(
+        self, parent: dict[str, Any], name: str, *, archived: bool = False, owner: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A public thread (type 11) under a text channel, or a post in a forum channel (type 15)."""
+        tid = self.snowflake()
+        thread = {
+            "id": str(tid),
+            "type": 11,
+            "guild_id": parent["guild_id"],
+            "parent_id": parent["id"],
+            "owner_id": (owner or self.bot_user)["id"],
+            "name": name,
+            "message_count": 0,
+            "member_count": 1,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+            "total_message_sent": 0,
+            "last_message_id": None,
+            "thread_metadata": {
+                "archived": archived,
+                "auto_archive_duration": 1440,
+                "archive_timestamp": now_iso(),
+                "locked": False,
+            },
+        }
+        self.channels[tid] = thread
+        return thread
+
+    def add_forum(self, gid: int | str, name: str) -> dict[str, Any]:
+        """A forum channel (type 15): its posts are threads (`add_public_thread`)."""
+        forum = self.add_channel(gid, name)
+        forum.update({"type": 15, "available_tags": [], "default_reaction_emoji": None, "flags": 0})
+        return forum
+
+    async def delete_thread(self, thread: dict[str, Any]) -> None:
+        self.channels.pop(int(thread["id"]), None)
+        data = {k: thread[k] for k in ("id", "guild_id", "parent_id", "type")}
+        await self.dispatch("THREAD_DELETE", data)
+
+    async def delete_channel(self, channel: dict[str, Any]) -> None:
+        self.channels.pop(int(channel["id"]), None)
+        guild = self.guilds[int(channel["guild_id"])]
+        guild["channels"] = [c for c in guild["channels"] if c["id"] != channel["id"]]
+        await self.dispatch("CHANNEL_DELETE", channel)
+
     async def slash(
         self,
         channel: dict[str, Any],
@@ -421,6 +488,9 @@ class FakeDiscord:
                 if key == focused:
                     opt["focused"] = True
                 opts.append(opt)
+        name, _, sub = name.partition(" ")  # "index add": a subcommand (option type 1) of "index"
+        if sub:
+            opts = [{"name": sub, "type": 1, "options": opts}]
         command = next((c for c in self.commands if c["name"] == name), None)
         data = {
             "id": command["id"] if command else str(self.snowflake()),
@@ -607,7 +677,11 @@ class FakeDiscord:
     def _guild_create(self, gid: int) -> dict[str, Any]:
         g = self.guilds[gid]
         members = [self.member_payload(gid, self._users[uid]) for uid in g["members"]]
-        threads = [c for c in self.channels.values() if c.get("guild_id") == g["id"] and c["type"] in (11, 12)]
+        threads = [
+            c
+            for c in self.channels.values()
+            if c.get("guild_id") == g["id"] and c["type"] in (11, 12) and not c["thread_metadata"]["archived"]
+        ]
         return {
             "id": g["id"],
             "name": g["name"],
@@ -905,6 +979,14 @@ class FakeDiscord:
             return 200, list(reversed(found[:limit])), {}
         return 200, list(reversed(found[-limit:])), {}
 
+    async def _archived_threads(self, channel: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
+        found = [
+            c
+            for c in self.channels.values()
+            if c.get("parent_id") == channel and c["type"] == 11 and c["thread_metadata"]["archived"]
+        ]
+        return 200, {"threads": found, "members": [], "has_more": False}, {}
+
     async def _get_message(self, channel: str, message: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
         data = self.messages.get(int(message))
         if data is None or data["channel_id"] != channel:
@@ -1097,6 +1179,7 @@ class FakeDiscord:
         ("GET", r"/channels/(?P<channel>\d+)/messages", _history),
         ("POST", r"/channels/(?P<channel>\d+)/messages", _create_message),
         ("GET", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", _get_message),
+        ("GET", r"/channels/(?P<channel>\d+)/threads/archived/public", _archived_threads),
         ("PATCH", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", _edit_message),
         ("DELETE", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", _delete_message),
         ("POST", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)/threads", _create_thread),

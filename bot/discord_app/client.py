@@ -39,6 +39,7 @@ COGS = (
     "bot.discord_app.cogs.watcher",
     "bot.discord_app.cogs.status",
     "bot.discord_app.cogs.access",
+    "bot.discord_app.cogs.history",
 )
 
 

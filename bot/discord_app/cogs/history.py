@@ -1,0 +1,389 @@
+"""Indexed channel history: `/index add|remove|status|optout`, the backfill and live following (issue 13).
+
+An indexed channel's messages become chat windows (ingest/chat.py): one document per
+channel (or thread, or forum post) and UTC day, one chunk per message, with the scope of
+the channel (a public thread: its parent's id; a private thread: its own id) so that
+what a member may read (bot/discord_app/permissions.py) applies unchanged. Indexing a
+text channel indexes its threads too; a forum channel's posts are threads.
+
+The messages themselves, each channel's checkpoint and the opt-outs live in
+`{data_dir}/history.sqlite` (bot/discord_app/backfill.py). Every change (a backfill page,
+a new message, an edit, a deletion, an opt-out) marks its window dirty; a flusher
+re-ingests dirty windows within a fraction of a second (an empty window's document is
+forgotten). At start every indexed channel catches up from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord_app.backfill import HistoryLog, Indexed, indexable, pages, to_chat
+from bot.discord_app.client import say
+from bot.discord_app.cogs.documents import admin_only
+from bot.discord_app.permissions import origin
+from bot.discord_app.streaming import NO_MENTIONS
+from ingest.chat import ChatIngestor, Window, window_source
+from store.types import document_id_for
+
+if TYPE_CHECKING:
+    from bot.discord_app.client import RagBot
+
+log = logging.getLogger(__name__)
+
+FLUSH_DELAY_S = 0.2  # changes that arrive this close together are ingested together
+INDEXABLE_TYPES = (discord.TextChannel, discord.Thread, discord.ForumChannel)
+
+
+def channel_name(channel: object) -> str:
+    if isinstance(channel, discord.Thread):
+        return channel.name
+    return f"#{getattr(channel, 'name', channel)}"
+
+
+class History(commands.Cog):
+    index = app_commands.Group(name="index", description="Index this server's channel history.", guild_only=True)
+
+    def __init__(self, bot: RagBot) -> None:
+        self.bot = bot
+        self.log = HistoryLog(bot.settings.data_dir / "history.sqlite")
+        self.chat = ChatIngestor(bot.service.ingestor)
+        self.backfills: dict[int, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._starter: asyncio.Task[None] | None = None
+        self.started = asyncio.Event()  # set once every indexed channel's catch-up has been scheduled
+        self.flushed = 0  # windows ingested or forgotten (tests and /index status read it)
+        self.fetch_s = 0.0  # time spent waiting for history pages (bench/backfill.py reads it)
+
+    async def cog_load(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_loop(), name="history-flush")
+        self._starter = asyncio.create_task(self._start(), name="history-start")
+
+    async def cog_unload(self) -> None:
+        tasks = [t for t in (self._flusher, self._starter, *self.backfills.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.log.close()
+
+    # -- start, backfill ------------------------------------------------------------------------
+    async def _start(self) -> None:
+        await self.bot.wait_until_ready()
+        for cid in self.bot.settings.index_channels:
+            channel = self.bot.get_channel(cid)
+            if channel is None:
+                log.warning("RAGCORD_INDEX_CHANNELS: channel %s is not visible to the bot; not indexed", cid)
+                continue
+            await self.add(channel)
+        for known in await asyncio.to_thread(self.log.channels):
+            self._backfill(known.channel)  # catch up from the checkpoint (messages sent while the bot was away)
+        self._wake.set()  # windows left dirty by a crash
+        self.started.set()
+
+    async def add(self, channel: object) -> list[str]:
+        """Index `channel` (and its threads, or a forum's posts); returns the names added."""
+        if not isinstance(channel, INDEXABLE_TYPES) or channel.guild is None:
+            return []
+        added = []
+        scope, parent = origin(channel)
+        if await asyncio.to_thread(
+            self.log.add_channel, channel.id, channel.guild.id, channel_name(channel), scope, parent
+        ):
+            added.append(channel_name(channel))
+        if not isinstance(channel, discord.ForumChannel):
+            self._backfill(channel.id, channel)
+        else:
+            await asyncio.to_thread(self.log.mark_done, channel.id)  # a forum has no messages of its own
+        if isinstance(channel, discord.Thread):
+            return added
+        threads = [t for t in channel.guild.threads if t.parent_id == channel.id]
+        try:
+            threads += [t async for t in channel.archived_threads(limit=None)]
+        except discord.HTTPException as exc:
+            log.warning("cannot list the archived threads of %s: %s", channel.id, exc)
+        for thread in {t.id: t for t in threads}.values():
+            added += await self.add(thread)
+        return added
+
+    def _backfill(self, channel_id: int, channel: object = None) -> None:
+        running = self.backfills.get(channel_id)
+        if running is None or running.done():
+            self.backfills[channel_id] = asyncio.create_task(
+                self._run_backfill(channel_id, channel), name=f"backfill-{channel_id}"
+            )
+
+    async def _run_backfill(self, channel_id: int, channel_object: object = None) -> None:
+        known = await asyncio.to_thread(self.log.channel, channel_id)
+        channel = self.bot.get_channel(channel_id) or channel_object
+        if channel is None and known is not None and not known.done:
+            try:  # an archived thread is in no cache
+                channel = await self.bot.fetch_channel(channel_id)
+            except discord.HTTPException as exc:
+                log.warning("cannot fetch channel %s to backfill it: %s", channel_id, exc)
+        if known is None or channel is None or isinstance(channel, discord.ForumChannel):
+            return
+        if not isinstance(channel, discord.abc.Messageable):
+            return
+        bots = self.bot.settings.index_bot_messages
+        started, count = time.monotonic(), 0
+        log.info("backfill of %s (%s) from message %s", known.name, channel_id, known.checkpoint or "the start")
+        try:
+            waited = time.perf_counter()
+            async for page in pages(channel, known.checkpoint):
+                self.fetch_s += time.perf_counter() - waited
+                kept = [to_chat(m) for m in page if indexable(m, bots=bots)]
+                newest = max(m.id for m in page)
+                count += await asyncio.to_thread(self.log.store, channel_id, known.guild, kept, checkpoint=newest)
+                self._wake.set()
+                log.info("backfill of %s: %d messages so far", known.name, count)
+                waited = time.perf_counter()
+        except discord.Forbidden:
+            log.warning("backfill of %s stopped: the bot lacks Read Message History there", channel_id)
+            return
+        except discord.HTTPException:
+            log.exception("backfill of %s stopped; it resumes from its checkpoint at the next start", channel_id)
+            return
+        await asyncio.to_thread(self.log.mark_done, channel_id)
+        log.info("backfill of %s done: %d messages in %.1f s", known.name, count, time.monotonic() - started)
+
+    # -- ingesting windows ------------------------------------------------------------------------
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(FLUSH_DELAY_S)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("indexing channel history failed; retried at the next change")
+                await asyncio.sleep(1.0)
+
+    async def flush(self) -> int:
+        """Re-ingest every dirty window (forget the empty ones); returns how many."""
+        dirty = await asyncio.to_thread(self.log.dirty)
+        by_guild: dict[int, list[tuple[Indexed, str, int]]] = {}
+        lost: list[tuple[int, str, int]] = []
+        for cid, day, gen in dirty:
+            known = await asyncio.to_thread(self.log.channel, cid)
+            if known is None:
+                lost.append((cid, day, gen))
+            else:
+                by_guild.setdefault(known.guild, []).append((known, day, gen))
+        if lost:
+            await asyncio.to_thread(self.log.clean, lost)
+        done = 0
+        for gid, items in by_guild.items():
+            namespace = f"g{gid}"
+            async with self.bot.ingest_lock(namespace):
+                done += await asyncio.to_thread(self._ingest, namespace, items)
+                await asyncio.to_thread(self.bot.service.prepare_index, namespace)
+        self.flushed += done
+        return done
+
+    def _ingest(self, namespace: str, items: list[tuple[Indexed, str, int]]) -> int:
+        windows = []
+        for known, day, _gen in items:
+            messages = self.log.window(known.channel, day)
+            if messages:
+                windows.append(Window(known.guild, known.channel, known.name, day, messages, known.extra))
+            else:
+                self.chat.forget(namespace, document_id_for(window_source(known.guild, known.channel, day)))
+        for result in self.chat.ingest_windows(namespace, windows):
+            if result.status not in ("added", "updated", "unchanged"):
+                log.warning("chat window %s not indexed: %s %s", result.source, result.status, result.reason)
+        self.log.clean([(known.channel, day, gen) for known, day, gen in items])
+        return len(items)
+
+    async def forget_channel(self, channel_id: int) -> int:
+        """Stop indexing a channel (and its threads) and forget their windows; returns the documents forgotten."""
+        known = await asyncio.to_thread(self.log.channel, channel_id)
+        if known is None:
+            return 0
+        targets = [known] + [
+            c
+            for c in await asyncio.to_thread(self.log.channels, known.guild)
+            if c.scope_parent == str(channel_id) or (c.scope == str(channel_id) and c.channel != channel_id)
+        ]
+        namespace = f"g{known.guild}"
+        forgotten = 0
+        for target in targets:
+            task = self.backfills.pop(target.channel, None)
+            if task is not None:
+                task.cancel()
+            days = await asyncio.to_thread(self.log.remove_channel, target.channel)
+            async with self.bot.ingest_lock(namespace):
+                for day in days:
+                    doc_id = document_id_for(window_source(target.guild, target.channel, day))
+                    if await asyncio.to_thread(self.chat.forget, namespace, doc_id) is not None:
+                        forgotten += 1
+                await asyncio.to_thread(self.bot.service.prepare_index, namespace)
+        log.info("forgot the indexed history of %s: %d documents", known.name, forgotten)
+        return forgotten
+
+    # -- live ---------------------------------------------------------------------------------------
+    async def _indexed(self, channel: object) -> Indexed | None:
+        cid = getattr(channel, "id", None)
+        if cid is None:
+            return None
+        known = await asyncio.to_thread(self.log.channel, cid)
+        thread = isinstance(channel, discord.Thread) and channel.parent_id is not None
+        if known is None and thread and await asyncio.to_thread(self.log.channel, channel.parent_id) is not None:  # type: ignore[attr-defined]
+            await self.add(channel)  # a new thread (or forum post) under an indexed channel
+            known = await asyncio.to_thread(self.log.channel, cid)
+        return known
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if message.guild is None or not indexable(message, bots=self.bot.settings.index_bot_messages):
+            return
+        known = await self._indexed(message.channel)
+        if known is None:
+            return
+        if await asyncio.to_thread(self.log.store, known.channel, known.guild, [to_chat(message)]):
+            self._wake.set()
+
+    @commands.Cog.listener()
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        content = payload.data.get("content")
+        if content is None:
+            return  # an embed-only update (link previews): the text did not change
+        message = payload.cached_message
+        text = str(content)
+        if message is not None and message.guild is not None:
+            message.content = text
+            text = message.clean_content
+        if await asyncio.to_thread(self.log.edit, payload.message_id, text):
+            self._wake.set()
+
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        if payload.guild_id is not None and await asyncio.to_thread(self.log.delete, [payload.message_id]) > 0:
+            self._wake.set()
+
+    @commands.Cog.listener()
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        if payload.guild_id is not None and await asyncio.to_thread(self.log.delete, payload.message_ids) > 0:
+            self._wake.set()
+
+    @commands.Cog.listener()
+    async def on_thread_update(self, before: discord.Thread, after: discord.Thread) -> None:
+        """A renamed thread retitles its windows; an unarchived one catches up from its checkpoint."""
+        known = await asyncio.to_thread(self.log.channel, after.id)
+        if known is None or (before.name == after.name and before.archived == after.archived):
+            return
+        await self.add(after)
+        if before.name != after.name and await asyncio.to_thread(self.log.touch, after.id) > 0:
+            self._wake.set()
+
+    @commands.Cog.listener()
+    async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
+        await self.forget_channel(payload.thread_id)
+
+    @commands.Cog.listener()
+    async def on_guild_channel_delete(self, channel: discord.abc.GuildChannel) -> None:
+        await self.forget_channel(channel.id)
+
+    # -- commands -------------------------------------------------------------------------------------
+    @index.command(name="add", description="Index a channel's history (its threads too; a forum's posts).")
+    @app_commands.describe(channel="The channel, thread or forum to index (default: this one).")
+    @admin_only()
+    async def index_add(
+        self,
+        interaction: discord.Interaction[RagBot],
+        channel: discord.TextChannel | discord.Thread | discord.ForumChannel | None = None,
+    ) -> None:
+        target = channel or interaction.channel
+        assert interaction.guild is not None
+        resolved = interaction.guild.get_channel_or_thread(target.id) if target is not None else None
+        if not isinstance(resolved, INDEXABLE_TYPES):
+            await say(interaction, "Only text channels, threads and forums can be indexed.", ephemeral=True)
+            return
+        me = interaction.guild.me
+        perms = resolved.permissions_for(me)
+        if not (perms.view_channel and perms.read_message_history):
+            await say(
+                interaction,
+                f"I can't read the history of {resolved.mention}: give me **View Channel** and "
+                "**Read Message History** there, then run /index add again.",
+                ephemeral=True,
+            )
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        added = await self.add(resolved)
+        names = ", ".join(added) or "nothing new"
+        await say(
+            interaction,
+            f"Indexing {resolved.mention}: added {names}. The backfill runs in the background; "
+            "see /index status. Members who may not read the channel never get its messages in answers.",
+            ephemeral=True,
+        )
+
+    @index.command(name="remove", description="Stop indexing a channel and forget its indexed messages.")
+    @app_commands.describe(channel="The channel, thread or forum (default: this one).")
+    @admin_only()
+    async def index_remove(
+        self,
+        interaction: discord.Interaction[RagBot],
+        channel: discord.TextChannel | discord.Thread | discord.ForumChannel | None = None,
+    ) -> None:
+        target = channel or interaction.channel
+        cid = getattr(target, "id", 0)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        if await asyncio.to_thread(self.log.channel, cid) is None:
+            await say(interaction, f"<#{cid}> is not indexed: nothing to remove.", ephemeral=True)
+            return
+        forgotten = await self.forget_channel(cid)
+        await say(
+            interaction, f"Stopped indexing <#{cid}> and forgot {forgotten} day(s) of its messages.", ephemeral=True
+        )
+
+    @index.command(name="status", description="Which channels are indexed, and how far their backfill is.")
+    async def index_status(self, interaction: discord.Interaction[RagBot]) -> None:
+        assert interaction.guild is not None
+        rows = await asyncio.to_thread(self.log.channels, interaction.guild.id)
+        scopes = await self.bot.readable.scopes(interaction.user, interaction.guild)
+        rows = [r for r in rows if r.scope in scopes or str(r.channel) in scopes]
+        if not rows:
+            await say(
+                interaction, "No channel you can read is indexed. Admins add one with /index add.", ephemeral=True
+            )
+            return
+        lines = ["**Indexed channels**"]
+        for r in rows[:40]:
+            count = await asyncio.to_thread(self.log.count, r.channel)
+            state = "following live" if r.done else "backfilling"
+            lines.append(f"<#{r.channel}>: {count} messages, {state}")
+        if len(rows) > 40:
+            lines.append(f"… and {len(rows) - 40} more")
+        pending = len(await asyncio.to_thread(self.log.dirty))
+        if pending:
+            lines.append(f"-# {pending} day(s) waiting to be indexed")
+        await say(interaction, "\n".join(lines), ephemeral=True)
+
+    @index.command(name="optout", description="Keep your own messages out of the index (or let them back in).")
+    @app_commands.describe(out="True: exclude your messages and forget those indexed; False: index them again.")
+    async def index_optout(self, interaction: discord.Interaction[RagBot], out: bool = True) -> None:
+        assert interaction.guild is not None
+        gid, uid = interaction.guild.id, interaction.user.id
+        if out:
+            dropped = await asyncio.to_thread(self.log.opt_out, gid, uid)
+            self._wake.set()
+            text = (
+                f"Your messages in this server are no longer indexed; {dropped} indexed message(s) of yours are "
+                "being removed from answers now. Run `/index optout out:False` to let them back in."
+            )
+        else:
+            await asyncio.to_thread(self.log.opt_in, gid, uid)
+            text = "Your new messages will be indexed again (earlier ones return when an admin re-adds the channel)."
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
+async def setup(bot: RagBot) -> None:
+    await bot.add_cog(History(bot))
