@@ -413,3 +413,19 @@ def test_zip_with_an_unsupported_version_is_refused_not_a_crash(name: str) -> No
     data[directory + 6 : directory + 8] = b"\xff\x00"  # "version needed to extract": 25.5
     with pytest.raises(LoadError, match="damaged"):
         load(bytes(data), name)
+
+
+def test_odf_with_a_damaged_manifest_is_refused_not_a_crash() -> None:
+    from odf.opendocument import OpenDocumentText
+    from odf.text import P
+
+    d = OpenDocumentText()
+    d.text.addElement(P(text="Body text."))
+    data = bytearray(_odf_bytes(d))
+    local = data.index(b"PK\x03\x04META"[:4], data.index(b"META-INF/manifest.xml") - 30)
+    start = local + 30 + int.from_bytes(data[local + 26 : local + 28], "little")
+    start += int.from_bytes(data[local + 28 : local + 30], "little")
+    for i in range(4):  # garble the member's compressed bytes: a bad CRC or a zlib error
+        data[start + 2 + i] ^= 0xFF
+    with pytest.raises(LoadError, match="damaged"):
+        load(bytes(data), "broken.odt")

@@ -65,7 +65,12 @@ def load(data: bytes, *, filename: str, source: str) -> LoadedDocument:
     except Exception as exc:  # noqa: BLE001
         raise LoadError(f"{filename} is a damaged Word document ({type(exc).__name__}: {exc})") from exc
     sections += extras
-    notes = _footnotes(read_member(package, "word/footnotes.xml", filename), filename)
+    warnings = []
+    try:
+        notes = _footnotes(read_member(package, "word/footnotes.xml", filename), filename)
+    except LoadError as exc:  # a damaged footnotes part loses only the footnotes
+        notes = ""
+        warnings.append(f"the footnotes were not read: {exc}")
     if notes:
         sections.append(Section(notes, heading="Footnotes"))
     core_title = ""
@@ -73,7 +78,7 @@ def load(data: bytes, *, filename: str, source: str) -> LoadedDocument:
         core_title = (document.core_properties.title or "").strip()
     except Exception:  # noqa: BLE001 - a broken docProps/core.xml only loses the title
         core_title = ""
-    return LoadedDocument(source=source, title=core_title or title, kind="docx", sections=sections)
+    return LoadedDocument(source=source, title=core_title or title, kind="docx", sections=sections, warnings=warnings)
 
 
 def _level(paragraph: Any) -> int | None:

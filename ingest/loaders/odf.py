@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ingest.loaders import LoadError
-from ingest.loaders.office import column_letter, open_zip, row_pieces, table_text
+from ingest.loaders.office import column_letter, open_zip, read_member, row_pieces, table_text
 from store.types import LoadedDocument, Section
 
 MAX_CELLS = 2_000_000
@@ -29,10 +29,9 @@ _BLOCKS = {"p", "h", "list-item"}
 
 def load(data: bytes, *, filename: str, source: str, kind: str) -> LoadedDocument:
     package = open_zip(data, filename, f"OpenDocument (.{kind})")
-    if "META-INF/manifest.xml" in package.namelist():
-        manifest = package.read("META-INF/manifest.xml")
-        if b"encryption-data" in manifest:
-            raise LoadError(f"{filename} is password-protected: save an unprotected copy and ingest it again")
+    manifest = read_member(package, "META-INF/manifest.xml", filename)
+    if manifest is not None and b"encryption-data" in manifest:
+        raise LoadError(f"{filename} is password-protected: save an unprotected copy and ingest it again")
     from odf.opendocument import load as odf_load
 
     try:

@@ -63,7 +63,7 @@ def read_member(package: zipfile.ZipFile, member: str, name: str) -> bytes | Non
         return package.read(member)
     except KeyError:
         return None
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+    except Exception as exc:  # noqa: BLE001 - BadZipFile (CRC), zlib.error, NotImplementedError (method)...
         raise LoadError(f"{name} is damaged ({member}: {exc})") from exc
 
 
