@@ -429,3 +429,20 @@ def test_odf_with_a_damaged_manifest_is_refused_not_a_crash() -> None:
         data[start + 2 + i] ^= 0xFF
     with pytest.raises(LoadError, match="damaged"):
         load(bytes(data), "broken.odt")
+
+
+@pytest.mark.parametrize("pattern", ['"a"\n', ',"', ' "x" ,'])
+def test_csv_delimiter_sniffing_is_linear(pattern: str) -> None:
+    data = (pattern * (64 * 1024 // len(pattern))).encode()  # csv.Sniffer's regexes took 16 s on the first
+    start = time.perf_counter()
+    try:
+        load(data, "quotes.csv")
+    except LoadError:
+        pass
+    assert time.perf_counter() - start < 1
+
+
+def test_csv_delimiter_is_the_consistent_one_not_the_most_frequent() -> None:
+    text = "name;notes\nAda;likes a, b, c\nLin;x, y\nBo;none\n"
+    doc = load(text.encode(), "people.csv")
+    assert doc.sections[0].text == "name | notes\nAda | likes a, b, c\nLin | x, y\nBo | none"
