@@ -161,6 +161,8 @@ class ChatIngestor(Ingestor):
     def __init__(self, base: Ingestor) -> None:  # noqa: D107 - shares the base's state on purpose
         self.__dict__.update(base.__dict__)
         self._chat_sig = f"chat1|{self._settings_sig}"
+        self.encode_s = 0.0  # time in the encoder, over every window ingested (bench/backfill.py)
+        self.write_s = 0.0
 
     def ingest_windows(self, namespace: str, windows: Iterable[Window]) -> list[IngestResult]:
         sources = [Source(w.to_bytes, f"{w.title}.chat", w.source, w.title, dict(w.extra)) for w in windows]
@@ -168,7 +170,11 @@ class ChatIngestor(Ingestor):
             return []
         # isolated: no PDF worker process is started for a run of many windows (chat needs no parser)
         state = IngestProgress(files_total=len(sources))
-        return self._run(namespace, iter(sources), state, None, isolated=True)  # type: ignore[no-any-return]
+        try:
+            return self._run(namespace, iter(sources), state, None, isolated=True)  # type: ignore[no-any-return]
+        finally:
+            self.encode_s += state.encode_s
+            self.write_s += state.write_s
 
     def _prepare(  # type: ignore[override]
         self,

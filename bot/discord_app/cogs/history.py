@@ -29,7 +29,7 @@ from bot.discord_app.client import say
 from bot.discord_app.cogs.documents import admin_only
 from bot.discord_app.permissions import origin
 from bot.discord_app.streaming import NO_MENTIONS
-from ingest.chat import ChatIngestor, Window, window_source
+from ingest.chat import ChatIngestor, Window, day_of, window_source
 from store.types import document_id_for
 
 if TYPE_CHECKING:
@@ -61,6 +61,10 @@ class History(commands.Cog):
         self.started = asyncio.Event()  # set once every indexed channel's catch-up has been scheduled
         self.flushed = 0  # windows ingested or forgotten (tests and /index status read it)
         self.fetch_s = 0.0  # time spent waiting for history pages (bench/backfill.py reads it)
+        # channel -> the day its running backfill has reached: that day's window may still grow, so it
+        # waits until the backfill moves past it (each window is ingested once, not once a page)
+        self._frontier: dict[int, str] = {}
+        self.flush_s = 0.0  # time ingesting windows (chunking, encoding, writing, the lexical index)
 
     async def cog_load(self) -> None:
         self._flusher = asyncio.create_task(self._flush_loop(), name="history-flush")
@@ -140,6 +144,7 @@ class History(commands.Cog):
                 self.fetch_s += time.perf_counter() - waited
                 kept = [to_chat(m) for m in page if indexable(m, bots=bots)]
                 newest = max(m.id for m in page)
+                self._frontier[channel_id] = day_of(max(m.created_at.timestamp() for m in page))
                 count += await asyncio.to_thread(self.log.store, channel_id, known.guild, kept, checkpoint=newest)
                 self._wake.set()
                 log.info("backfill of %s: %d messages so far", known.name, count)
@@ -150,6 +155,9 @@ class History(commands.Cog):
         except discord.HTTPException:
             log.exception("backfill of %s stopped; it resumes from its checkpoint at the next start", channel_id)
             return
+        finally:
+            self._frontier.pop(channel_id, None)
+            self._wake.set()
         await asyncio.to_thread(self.log.mark_done, channel_id)
         log.info("backfill of %s done: %d messages in %.1f s", known.name, count, time.monotonic() - started)
 
@@ -171,6 +179,8 @@ class History(commands.Cog):
         by_guild: dict[int, list[tuple[Indexed, str, int]]] = {}
         lost: list[tuple[int, str, int]] = []
         for cid, day, gen in dirty:
+            if day >= self._frontier.get(cid, "~"):
+                continue  # the backfill is still on this day
             known = await asyncio.to_thread(self.log.channel, cid)
             if known is None:
                 lost.append((cid, day, gen))
@@ -178,13 +188,14 @@ class History(commands.Cog):
                 by_guild.setdefault(known.guild, []).append((known, day, gen))
         if lost:
             await asyncio.to_thread(self.log.clean, lost)
-        done = 0
+        done, t = 0, time.perf_counter()
         for gid, items in by_guild.items():
             namespace = f"g{gid}"
             async with self.bot.ingest_lock(namespace):
                 done += await asyncio.to_thread(self._ingest, namespace, items)
                 await asyncio.to_thread(self.bot.service.prepare_index, namespace)
         self.flushed += done
+        self.flush_s += time.perf_counter() - t
         return done
 
     def _ingest(self, namespace: str, items: list[tuple[Indexed, str, int]]) -> int:
