@@ -482,6 +482,9 @@ class FakeDiscord:
             if isinstance(value, dict) and "filename" in value:
                 opts.append({"name": key, "type": 11, "value": value["id"]})
                 resolved.setdefault("attachments", {})[value["id"]] = value
+            elif isinstance(value, dict) and "type" in value and "guild_id" in value:  # a channel or thread option
+                opts.append({"name": key, "type": 7, "value": value["id"]})
+                resolved.setdefault("channels", {})[value["id"]] = {**value, "permissions": str(ALL_PERMISSIONS)}
             else:
                 kind = 5 if isinstance(value, bool) else 4 if isinstance(value, int) else 3
                 opt = {"name": key, "type": kind, "value": value}

@@ -53,7 +53,7 @@ def cog(w: World) -> History:
     return found  # type: ignore[no-any-return]
 
 
-async def settled(w: World, timeout: float = 30.0) -> None:
+async def settled(w: World, timeout: float = max(30.0, GENERAL / 100)) -> None:
     """Every backfill finished and every dirty window ingested."""
     history = cog(w)
 
@@ -267,3 +267,25 @@ def test_a_change_while_a_window_is_being_ingested_keeps_it_dirty(tmp_path):
     log.store(1, 9, [m(6, 1, 1.0, "second")], checkpoint=6)  # a page fetched before the deletion
     assert [x.id for x in log.window(1, "1970-01-01")] == [5]
     log.close()
+
+
+async def test_a_forum_post_is_a_document_titled_by_its_post(tmp_path):
+    async with world(tmp_path, FakeLLM(default=echo_passages), prepare=prepare) as w:
+        forum = w.fake.add_forum(w.guild["id"], "help")
+        post = w.fake.add_public_thread(forum, "Printer jams on page two", owner=w.alice)
+        w.fake.seed_message(post, w.alice, "the printer jams when the tray holds over fifty sheets")
+        await w.fake.dispatch("CHANNEL_CREATE", forum)
+        await w.fake.dispatch("THREAD_CREATE", {**post, "newly_created": True})
+        await w.fake.wait_for(lambda: w.bot.get_channel(int(post["id"])) is not None)
+        inter = await w.command(w.admin, "index add", {"channel": forum})
+        reply = await w.reply(inter, streamed=False)
+        assert "Printer jams on page two" in reply[0]["content"], reply[0]["content"]
+        await settled(w)
+        [chunk] = [c for c in stored_chunks(w) if "tray" in c.text]
+        assert chunk.title.startswith("Printer jams on page two ") and chunk.scope == forum["id"]
+        # a new post in the indexed forum is followed live
+        new = w.fake.add_public_thread(forum, "Scanner is slow", owner=w.bob)
+        await w.fake.dispatch("THREAD_CREATE", {**new, "newly_created": True})
+        await w.fake.user_message(new, w.bob, "the scanner takes a minute per page at 600 dpi")
+        await settled(w, 5)
+        assert any(c.title.startswith("Scanner is slow ") for c in stored_chunks(w))
