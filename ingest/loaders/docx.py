@@ -1,9 +1,9 @@
 """Word documents (.docx) through python-docx.
 
-Paragraphs in body order, with the heading path from the "Heading N" (and "Title") styles;
-tables as their header row then "header: value" rows; then headers, footers and
-footnotes (read from word/footnotes.xml, which python-docx does not expose), each as a
-section of its own ("Header", "Footer", "Footnotes").
+Paragraphs (and the text boxes anchored in them) in body order, with the heading path
+from the "Heading N" (and "Title") styles; tables as their header row then "header: value"
+rows; then headers, footers and footnotes (read from word/footnotes.xml, which python-docx
+does not expose), each as a section of its own ("Header", "Footer", "Footnotes").
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ingest.loaders.office import cell_text, open_zip, read_member, table_text
 from store.types import LoadedDocument, Section
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
 _HEADING = re.compile(r"heading\s*(\d)", re.IGNORECASE)
 
 
@@ -54,6 +55,7 @@ def load(data: bytes, *, filename: str, source: str) -> LoadedDocument:
                     path.append((max(level, 1), " ".join(text.split())))
                 elif text:
                     lines.append(text)
+                lines.extend(_text_boxes(block))
             elif isinstance(block, Table):
                 text = _table(block)
                 if text:
@@ -91,6 +93,23 @@ def _level(paragraph: Any) -> int | None:
         return 0
     m = _HEADING.match(style)
     return int(m.group(1)) if m else None
+
+
+def _text_boxes(paragraph: Any) -> list[str]:
+    """The text of the text boxes anchored in a paragraph, once each (Word writes a box twice:
+    as DrawingML and as its VML fallback)."""
+    element = paragraph._p
+    if element.find(f".//{_W}txbxContent") is None:
+        return []
+    out: list[str] = []
+    for box in element.iter(f"{_W}txbxContent"):
+        if any(a.tag == _MC_FALLBACK for a in box.iterancestors()):
+            continue
+        for p in box.iter(f"{_W}p"):
+            text = "".join(t.text or "" for t in p.iter(f"{_W}t")).strip()
+            if text:
+                out.append(text)
+    return out
 
 
 def _table(table: Any) -> str:
