@@ -81,6 +81,7 @@ class OcrUnavailable(RuntimeError):
 
 _engines: dict[tuple[int, int], Any] = {}
 _lock = threading.Lock()
+_run_lock = threading.Lock()
 
 
 def engine(det_side: int = DEFAULT_OCR_DET_SIDE, threads: int = DEFAULT_OCR_THREADS) -> Any:
@@ -145,19 +146,20 @@ def run_engine(rgb: np.ndarray, options: OcrOptions, *, use_cls: bool = True) ->
     classifier turned by 180°."""
     ocr = engine(options.det_side, options.threads)
     flips: list[int] = []
-    classify = ocr.text_cls
-
-    def recording(images: Any) -> Any:
-        result = classify(images)
-        flips.append(sum(1 for label, score in result[1] if label == "180" and score >= 0.9))
-        return result
-
     bgr = rgb[:, :, ::-1].copy()  # rapidocr takes arrays in OpenCV's BGR order
-    ocr.text_cls = recording
-    try:
-        result, _ = ocr(bgr, use_cls=use_cls)
-    finally:
-        ocr.text_cls = classify
+    with _run_lock:  # the classifier is wrapped for this call only: one call at a time per process
+        classify = ocr.text_cls
+
+        def recording(images: Any) -> Any:
+            result = classify(images)
+            flips.append(sum(1 for label, score in result[1] if label == "180" and score >= 0.9))
+            return result
+
+        ocr.text_cls = recording
+        try:
+            result, _ = ocr(bgr, use_cls=use_cls)
+        finally:
+            ocr.text_cls = classify
     boxes = []
     for points, text, score in result or []:
         text = " ".join(str(text).split())
