@@ -67,10 +67,10 @@ class Settings(BaseSettings):
         20, description="Pages of one PDF (or frames of a TIFF) read by OCR; the rest are listed in a warning."
     )
     ocr_budget_s: float = Field(
-        90.0,
+        60.0,
         description=(
-            "Seconds of OCR one file may use; pages left then are listed in a warning (keep it below "
-            "RAGCORD_PDF_TIMEOUT)."
+            "Seconds of OCR one file may use; pages left then are listed in a warning (keep it a slow page, "
+            "~40 s, below RAGCORD_PDF_TIMEOUT)."
         ),
     )
     ocr_dpi: int = Field(200, description="Resolution scanned PDF pages are rasterised at for OCR.")

@@ -30,7 +30,7 @@ DEFAULT_OCR_DET_SIDE = 2400  # RAGCORD_OCR_DET_SIDE: longest side of the image t
 DEFAULT_OCR_THREADS = 2  # RAGCORD_OCR_THREADS: onnxruntime threads per model
 DEFAULT_OCR_MIN_CONFIDENCE = 0.8  # RAGCORD_OCR_MIN_CONFIDENCE: pages read with less are reported, not indexed
 DEFAULT_OCR_MAX_PAGES = 20  # RAGCORD_OCR_MAX_PAGES: pages of one PDF that are OCR'd
-DEFAULT_OCR_BUDGET_S = 90.0  # RAGCORD_OCR_BUDGET_S: seconds of OCR one file may use
+DEFAULT_OCR_BUDGET_S = 60.0  # RAGCORD_OCR_BUDGET_S: seconds of OCR one file may use
 _MAX_BLOCK_ROWS = 150  # rows a block of columns may have (a longer one is read as several blocks)
 MAX_IMAGE_PIXELS = 40_000_000  # larger images are scaled down before OCR (and PIL's bomb check)
 
