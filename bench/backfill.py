@@ -82,8 +82,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
                 await fake.slash(channel, users[0], "index add")
 
             def done() -> bool:
-                running = any(not t.done() for t in history.backfills.values())
-                return len(history.backfills) >= 3 and not running and not history.log.dirty()
+                return len(history.backfills) >= 3 and history.idle
 
             await fake.wait_for(done, 3600, interval=0.05)
             await asyncio.sleep(0.5)
@@ -102,6 +101,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
                 "embed_s": history.chat.encode_s,
                 "write_s": history.chat.write_s,
                 "flush_s": history.flush_s,
+                "flushed": history.flushed,
                 "windows": len(docs),
             }
     finally:
@@ -129,7 +129,7 @@ def main() -> None:
         ["embedding s", f"{r['embed_s']:.1f}"],
         ["messages/s embedding", f"{r['messages'] / max(r['embed_s'], 1e-9):.0f}"],
         ["writing s", f"{r['write_s']:.1f}"],
-        ["ingesting windows s (all of it)", f"{r['flush_s']:.1f}"],
+        ["ingesting windows s (all of it)", f"{r['flush_s']:.1f} ({r['flushed']} window ingests)"],
         ["peak RSS MB", f"{peak_rss_mb():.0f}"],
     ]
     say(table("backfill", ["", "value"], rows))

@@ -57,15 +57,9 @@ async def settled(w: World, timeout: float = max(30.0, GENERAL / 100)) -> None:
     """Every backfill finished and every dirty window ingested."""
     history = cog(w)
 
-    def done() -> bool:
-        if not history.started.is_set():
-            return False
-        running = any(not t.done() for t in history.backfills.values())
-        return not running and not history.log.dirty() and not history._wake.is_set()
-
-    await w.fake.wait_for(done, timeout)
+    await w.fake.wait_for(lambda: history.idle, timeout)
     await asyncio.sleep(0.3)
-    await w.fake.wait_for(done, timeout)
+    await w.fake.wait_for(lambda: history.idle, timeout)
 
 
 def stored_chunks(w: World) -> list[Any]:

@@ -65,6 +65,19 @@ class History(commands.Cog):
         # waits until the backfill moves past it (each window is ingested once, not once a page)
         self._frontier: dict[int, str] = {}
         self.flush_s = 0.0  # time ingesting windows (chunking, encoding, writing, the lexical index)
+        self.flushing = False  # a flush is running (its windows may be unmarked before its lexical index is built)
+
+    @property
+    def idle(self) -> bool:
+        """No backfill running, no window waiting or being ingested (tests and benchmarks wait for it)."""
+        running = any(not t.done() for t in self.backfills.values())
+        return (
+            self.started.is_set()
+            and not running
+            and not self.flushing
+            and not self._wake.is_set()
+            and not self.log.dirty()
+        )
 
     async def cog_load(self) -> None:
         self._flusher = asyncio.create_task(self._flush_loop(), name="history-flush")
@@ -167,11 +180,14 @@ class History(commands.Cog):
             await self._wake.wait()
             await asyncio.sleep(FLUSH_DELAY_S)
             self._wake.clear()
+            self.flushing = True
             try:
                 await self.flush()
             except Exception:
                 log.exception("indexing channel history failed; retried at the next change")
                 await asyncio.sleep(1.0)
+            finally:
+                self.flushing = False
 
     async def flush(self) -> int:
         """Re-ingest every dirty window (forget the empty ones); returns how many."""
