@@ -128,8 +128,10 @@ def test_refused_file_is_not_parsed_again_until_it_changes(service, tmp_path, mo
     reason = next(r.reason for r in first if r.status == "skipped")
 
     loaded = []
-    real = pipeline.load_bytes
-    monkeypatch.setattr(pipeline, "load_bytes", lambda data, name, **kw: loaded.append(name) or real(data, name, **kw))
+    real = service.ingestor._pdf_parse or pipeline.load_bytes  # what the ingestor parses with (OCR options bound)
+    monkeypatch.setattr(
+        service.ingestor, "_pdf_parse", lambda data, name, **kw: loaded.append(name) or real(data, name, **kw)
+    )
     again = service.ingest_paths(NS, [folder])
     assert statuses(again) == {"broken.pdf": "skipped", "ok.md": "unchanged"}
     assert loaded == []  # neither file parsed again
