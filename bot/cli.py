@@ -42,7 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("ingest", help="add or update documents (PDF, Markdown, text, HTML; folders are walked)")
+    p = sub.add_parser(
+        "ingest",
+        help="add or update documents (PDF, Markdown, text, HTML, Office, OpenDocument, EPUB, RTF, e-mail, "
+        "images by OCR; folders are walked)",
+    )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders to ingest")
     p.add_argument("--pdf-password", help="password for encrypted PDFs (else RAGCORD_PDF_PASSWORD)")
 

@@ -171,7 +171,10 @@ def test_pdf_text_normalisation() -> None:
 def test_unknown_suffix_refused() -> None:
     with pytest.raises(LoadError) as info:
         load(b"hello", "archive.xyz")
-    assert str(info.value) == "archive.xyz: unsupported file type '.xyz' (ragcord reads PDF, Markdown, text and HTML)"
+    assert str(info.value) == (
+        "archive.xyz: unsupported file type '.xyz' (ragcord reads PDF, Markdown, text, HTML, Word, PowerPoint, "
+        "Excel, CSV/TSV, OpenDocument, EPUB, RTF, e-mail and images (docs/formats.md))"
+    )
     with pytest.raises(LoadError, match="no file extension"):
         load(b"hello", "README")
 

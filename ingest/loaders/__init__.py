@@ -48,7 +48,10 @@ _KINDS: dict[str, str] = {
 _ZIP_KINDS = frozenset({"docx", "pptx", "xlsx", "odt", "ods", "odp", "epub"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".webp", ".tif", ".tiff"})  # read by OCR
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_KINDS) | IMAGE_SUFFIXES
-_READS = "ragcord reads PDF, Markdown, text and HTML"  # tests/test_loaders.py pins this text; see docs/formats.md
+_READS = (
+    "ragcord reads PDF, Markdown, text, HTML, Word, PowerPoint, Excel, CSV/TSV, OpenDocument, EPUB, RTF, "
+    "e-mail and images (docs/formats.md)"
+)
 _MIB = 1024 * 1024
 DEFAULT_MAX_PAGES = 2000  # RAGCORD_PDF_MAX_PAGES: pages of a PDF that are read
 DEFAULT_MAX_TEXT_CHARS = 10_000_000  # RAGCORD_MAX_TEXT_CHARS: characters of one document that are indexed

@@ -45,7 +45,10 @@ def decode_text(data: bytes, filename: str, *, declared: str | None = None) -> s
         if data.startswith(bom):
             return _clean(data.decode(codec, errors="replace"))
     if looks_binary(data):
-        raise LoadError(f"{filename} looks like a binary file, not text (ragcord reads PDF, Markdown, text and HTML)")
+        raise LoadError(
+            f"{filename} looks like a binary file, not text "
+            "(ragcord reads PDF, Office, OpenDocument, EPUB, RTF, e-mail, image, Markdown, HTML and text files)"
+        )
     if declared:
         try:
             codec = codecs.lookup(declared.strip()).name.replace("-", "_")

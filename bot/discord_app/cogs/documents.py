@@ -110,7 +110,10 @@ class Documents(commands.Cog):
         self.bot = bot
 
     # -- /ingest ----------------------------------------------------------------------------
-    @app_commands.command(name="ingest", description="Add or update documents: PDF, Markdown, text, HTML.")
+    @app_commands.command(
+        name="ingest",
+        description="Add or update documents (PDF, Office, OpenDocument, EPUB, RTF, e-mail, images, text).",
+    )
     @app_commands.describe(
         file="A document to add (re-uploading a file with the same name updates it).",
         file2="Another document (optional).",
