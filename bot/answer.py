@@ -199,10 +199,12 @@ class Answerer:
         return answer
 
     def retrieve(
-        self, namespace: str, question: str, history: Sequence[Turn] = (), scopes: frozenset[str] | None = None
-    ) -> tuple[str, list[Hit]]:
+        self, namespace: str, question: str, history: Sequence[Turn], scopes: frozenset[str] | None
+    ) -> tuple[str, list[Hit], np.ndarray | None]:
+        """The standalone query, its hits and its embedding (embedded once: retrieval and the reader use it)."""
         query = standalone_query(question, history, self.history_turns)
-        return query, self.retriever.search(namespace, query, self.top_k, scopes=scopes)
+        vector = self._query_vector(query)
+        return query, self.retriever.search(namespace, query, self.top_k, scopes=scopes, vector=vector), vector
 
     def stream(
         self, namespace: str, question: str, history: Sequence[Turn] = (), scopes: frozenset[str] | None = None
@@ -227,7 +229,7 @@ class Answerer:
             return Prepared(answer, [], None, done=True)
         t0 = time.perf_counter()
         try:
-            answer.search_query, hits = self.retrieve(namespace, question, history, scopes)
+            answer.search_query, hits, vector = self.retrieve(namespace, question, history, scopes)
         except StoreUnavailable:  # an outage is said as one, never as "nothing found"
             log.warning("retrieval failed: the store is unreachable", exc_info=True)
             answer.status, answer.note = "failed", STORE_OUTAGE_NOTICE
@@ -248,7 +250,7 @@ class Answerer:
             answer.note = CAUTION
         scores = [h.dense or 0.0 for h in hits]
         t1 = time.perf_counter()
-        lead = self.selector.select(answer.search_query, hits, self._query_vector(answer.search_query))
+        lead = self.selector.select(answer.search_query, hits, vector)
         answer.timings["read_ms"] = (time.perf_counter() - t1) * 1000
         if lead is not None:
             answer.lead = Citation(lead.number, lead.chunk, lead.text, scores[lead.number - 1])

@@ -19,10 +19,15 @@ GROUNDED = 0.6
 NOVEL_TERMS = 1
 
 
+def cited_claims(text: str) -> str:
+    """The sentences of `text` that carry a citation marker (all of it when none does)."""
+    return " ".join(s for s in claims(text) if MARKER_RE.search(s)) or text
+
+
 def grounding(question: str, text: str, lead: Lead) -> tuple[float, int]:
     """(share of the cited sentences' content terms found in the lead evidence, how many of
     the best sentence's terms that the question lacks they hold)."""
-    cited = " ".join(s for s in claims(text) if MARKER_RE.search(s)) or text
+    cited = cited_claims(text)
     claim = terms(MARKER_RE.sub(" ", cited))
     if not claim:
         return 0.0, 0
@@ -65,8 +70,7 @@ def check_answer(
         return "not grounded in the evidence that answers the question"
     if new < novel_terms:
         return "it does not answer the question"
-    cited = " ".join(s for s in claims(text) if MARKER_RE.search(s)) or text
-    if not backs(cited, lead.chunk):
+    if not backs(cited_claims(text), lead.chunk):
         return "no sentence is backed by the passage it cites"
     return ""
 

@@ -48,8 +48,9 @@ def instruction_like(sentence: str) -> bool:
 
 def without_instructions(text: str) -> str:
     """`text` less its sentences that address the model (see `instruction_like`)."""
-    kept = [s for s in split_sentences(text) if not instruction_like(s)]
-    return " ".join(kept) if len(kept) < len(split_sentences(text)) else text
+    sentences = split_sentences(text)
+    kept = [s for s in sentences if not instruction_like(s)]
+    return " ".join(kept) if len(kept) < len(sentences) else text
 
 
 STOP = ("<|im_end|>", "<|endoftext|>", "\nQuestion:", "\nPassages:", "\n[Passage", "\n\n\n", "</documents>")

@@ -129,16 +129,26 @@ class Retriever:
         for chunk in self.store.get_chunks(namespace, live):
             yield chunk.id, chunk.embed_text, chunk.scope
 
-    def search(self, namespace: str, query: str, k: int, scopes: frozenset[str] | None = None) -> list[Hit]:
+    def search(
+        self,
+        namespace: str,
+        query: str,
+        k: int,
+        scopes: frozenset[str] | None = None,
+        *,
+        vector: np.ndarray | None = None,
+    ) -> list[Hit]:
         """The k best live chunks for `query`, each with its dense (cosine) score filled in.
 
         `scopes`: the scopes the asker may read ("guild" and channel ids), or None for all (the CLI).
         Both retrievers drop the other scopes' chunks before taking their top k, so a member still
         gets the passages they may read when the best ones overall are hidden from them.
+        `vector`: the query's embedding, when the caller has it already (the answerer reads with it too).
         """
         stages: dict[str, float] = {}
         t0 = time.perf_counter()
-        vector = self.embedder.embed_query(query)
+        if vector is None:
+            vector = self.embedder.embed_query(query)
         stages["embed"] = (time.perf_counter() - t0) * 1000
         wide = self.mode == "hybrid" or self.reranker is not None
         pool = max(k, self.candidates if wide else k, self.rerank_candidates if self.reranker else k)
