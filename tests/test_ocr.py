@@ -105,10 +105,14 @@ def test_ordering_is_linear_in_the_boxes(layout: str) -> None:
         return [b(100, 10 + 25 * i, 300 + (i % 7), f"w{i}") for i in range(n)] + [b(100, 10 + 25 * n, 900, "end")]
 
     times = []
-    for n in (1000, 4000):
-        started = time.process_time()
-        order_boxes(page(n))
-        times.append(time.process_time() - started)
+    for n in (1000, 4000):  # CPU time, the best of three runs: one run once took 0.5 s for 0.21 s of work
+        boxes = page(n)
+        best = float("inf")
+        for _ in range(3):
+            started = time.process_time()
+            order_boxes(boxes)
+            best = min(best, time.process_time() - started)
+        times.append(best)
     assert times[1] < 2.0 and times[1] < 8 * max(times[0], 0.01), times  # 4x the boxes: ~4x the time, not 16x
 
 
