@@ -19,6 +19,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -368,6 +369,48 @@ def _recorded(pieces: Iterable[str], into: list[str]) -> Iterator[str]:
 def _anchor(group: list[Chunk], summary: str) -> Chunk:
     target = set(content_words(summary))
     return max(group, key=lambda c: len(target & set(content_words(c.text))))
+
+
+# -- the time range of a conversation summary (`/summarize since: until:`) ------------------------------
+
+_SPAN = re.compile(r"(\d{1,5})\s*([hdw])")
+_SPAN_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+WHEN_HELP = (
+    "a date like 2026-03-04, a date and UTC time like 2026-03-04 14:30, or a span back from now like 12h, 7d, 2w"
+)
+
+
+def parse_when(text: str, now: datetime, *, end: bool = False) -> datetime:
+    """A `since:` / `until:` value as an aware UTC time. A date alone is the start of that UTC day
+    (`end`: the start of the next, so `until:2026-03-04` includes the 4th); "today" and
+    "yesterday" are dates; "7d" is seven days before `now`. ValueError says what to type."""
+    raw = " ".join(text.strip().lower().split())
+    span = _SPAN.fullmatch(raw)
+    if span:
+        return now - int(span.group(1)) * _SPAN_UNITS[span.group(2)]
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    days = {"today": today, "yesterday": today - timedelta(days=1)}
+    if raw in days:
+        return days[raw] + timedelta(days=1) if end else days[raw]
+    for fmt in ("%Y-%m-%d %H:%M", "%Y-%m-%dt%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dt%H:%M:%S"):
+        try:
+            return datetime.strptime(raw.removesuffix("z"), fmt).replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    try:
+        day = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"`{text.strip()[:40]}` is not a time I can read: use {WHEN_HELP}") from None
+    return day + timedelta(days=1) if end else day
+
+
+def parse_range(since: str | None, until: str | None, now: datetime) -> tuple[datetime | None, datetime]:
+    """(start or None, end) of `since:` .. `until:` (end defaults to `now`); ValueError when unreadable or reversed."""
+    start = parse_when(since, now) if since else None
+    stop = parse_when(until, now, end=True) if until else now
+    if start is not None and start >= stop:
+        raise ValueError("`since:` must be before `until:`")
+    return start, stop
 
 
 def _drop_markers(text: str) -> str:

@@ -399,10 +399,26 @@ class FakeDiscord:
 
     # -- channel history (issue 13): messages already there, edits and deletions by members, threads, forums --
     def seed_message(
-        self, channel: dict[str, Any], author: dict[str, Any], content: str, *, reply_to: dict[str, Any] | None = None
+        self,
+        channel: dict[str, Any],
+        author: dict[str, Any],
+        content: str,
+        *,
+        reply_to: dict[str, Any] | None = None,
+        at: float | None = None,
+        attachments: Sequence[dict[str, Any]] = (),
     ) -> dict[str, Any]:
-        """A message already in the channel's history when the bot looks (no gateway event)."""
-        return self._new_message(channel, author, content, reply_to=reply_to)
+        """A message already in the channel's history when the bot looks (no gateway event); `at`: sent
+        at that POSIX time (its id and timestamp say so), e.g. months ago; `attachments` from add_attachment."""
+        mid = None
+        if at is not None:
+            mid = ((int(at * 1000) - DISCORD_EPOCH_MS) << 22) | (next(self._ids) & 0x3FFFFF)
+        message = self._new_message(
+            channel, author, content, reply_to=reply_to, message_id=mid, attachments=attachments
+        )
+        if at is not None:
+            message["timestamp"] = datetime.fromtimestamp(at, UTC).isoformat()
+        return message
 
     async def edit_user_message(self, message: dict[str, Any], content: str) -> None:
         """A member edits their message: MESSAGE_UPDATE carries the new content."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.discord_app.cogs.history import History
@@ -283,3 +284,69 @@ async def test_a_forum_post_is_a_document_titled_by_its_post(tmp_path):
         await w.fake.user_message(new, w.bob, "the scanner takes a minute per page at 600 dpi")
         await settled(w, 5)
         assert any(c.title.startswith("Scanner is slow ") for c in stored_chunks(w))
+
+
+# -- /summarize since: until: (the index for what is older than the last messages fetched) ---------------
+MARCH_2 = datetime(2026, 3, 2, 10, tzinfo=UTC).timestamp()
+MARCH_4 = datetime(2026, 3, 4, 10, tzinfo=UTC).timestamp()
+
+
+def prepare_march(fake: Any, guild: dict[str, Any]) -> dict[str, Any]:
+    """`prepare`, and months-old messages: in #general (indexed) and in #random (not indexed)."""
+    settings = prepare(fake, guild)
+    users = {u["username"]: u for u in fake._users.values() if not u.get("bot")}
+    general = fake.channel(guild)
+    fake.seed_message(general, users["alice"], "the march second plan mentions the heron dock", at=MARCH_2)
+    loose = fake.add_channel(guild["id"], "random")
+    for i in range(12):
+        who = users["alice"] if i % 2 else users["carol"]
+        fake.seed_message(general, who, f"march fourth decision {i}: the launch code is KIWI-{i}", at=MARCH_4 + 60 * i)
+        fake.seed_message(loose, who, f"random march fourth note {i} about MANGO-{i}", at=MARCH_4 + 60 * i)
+    return settings
+
+
+def prompts_since(llm: FakeLLM, start: int) -> str:
+    return "\n".join(m.content for call in llm.calls[start:] for m in call)
+
+
+async def test_summarize_a_range_older_than_the_last_fetched_messages_reads_the_index(tmp_path):
+    llm = FakeLLM(default=echo_passages)
+    async with world(tmp_path, llm, prepare=prepare_march) as w:
+        await settled(w)
+        w.bot.get_cog("Summarize").range_fetch = 5  # Discord gives the range's last 5; the index the rest
+        start = len(llm.calls)
+        options = {"scope": "channel", "since": "2026-03-03", "until": "2026-03-04"}
+        inter = await w.command(w.bob, "summarize", options)
+        await w.reply(inter)
+        prompts = prompts_since(llm, start)
+        assert all(f"KIWI-{i}" in prompts for i in range(12)), prompts  # KIWI-0..6 are only in the index
+        assert "heron dock" not in prompts and "general chatter" not in prompts  # outside the range
+
+        # a channel that is not indexed: the range's last 5 messages, and the reply says what to do
+        loose = w.fake.channel(w.guild, "random")
+        start = len(llm.calls)
+        inter = await w.command(w.bob, "summarize", options, channel=loose)
+        [reply] = await w.reply(inter)
+        prompts = prompts_since(llm, start)
+        assert "MANGO-11" in prompts and "MANGO-7" in prompts and "MANGO-6" not in prompts
+        assert "/index add" in reply["content"]
+
+        # a span back from now reaches the recent messages only
+        start = len(llm.calls)
+        inter = await w.command(w.bob, "summarize", {"scope": "channel", "since": "2d"})
+        await w.reply(inter)
+        prompts = prompts_since(llm, start)
+        assert "general chatter" in prompts and "KIWI" not in prompts
+
+
+async def test_summarize_a_bad_date_or_an_empty_range_says_what_to_do(tmp_path):
+    async with world(tmp_path, FakeLLM(default=echo_passages), prepare=prepare_march) as w:
+        await settled(w)
+        for options, expected in (
+            ({"since": "next tuesday"}, "is not a time I can read: use a date like 2026-03-04"),
+            ({"since": "2026-03-05", "until": "2026-03-01"}, "`since:` must be before `until:`"),
+            ({"since": "2026-01-01", "until": "2026-01-31"}, "There are no messages here since 2026-01-01 00:00"),
+        ):
+            inter = await w.command(w.bob, "summarize", {"scope": "channel", **options})
+            [reply] = await w.reply(inter, streamed=False)
+            assert expected in reply["content"], reply["content"]

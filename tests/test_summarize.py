@@ -273,3 +273,27 @@ def test_nothing_to_summarise_is_declined_not_an_empty_summary():
         assert answer.status == "declined" and answer.note == "There is nothing to summarise.", llm
     _, answer = collect(Summarizer(FakeLLM()).stream([], title="Blank"))
     assert answer.status == "declined"
+
+
+def test_since_and_until_read_dates_times_and_spans():
+    from datetime import UTC, datetime, timedelta
+
+    import pytest
+
+    from bot.summarize import parse_range, parse_when
+
+    now = datetime(2026, 3, 10, 15, 30, tzinfo=UTC)
+    assert parse_when("2026-03-04", now) == datetime(2026, 3, 4, tzinfo=UTC)
+    assert parse_when("2026-03-04", now, end=True) == datetime(2026, 3, 5, tzinfo=UTC)  # the day is included
+    assert parse_when(" 2026-03-04 14:30 ", now) == datetime(2026, 3, 4, 14, 30, tzinfo=UTC)
+    assert parse_when("7d", now) == now - timedelta(days=7)
+    assert parse_when("12 H", now) == now - timedelta(hours=12)
+    assert parse_when("2w", now) == now - timedelta(weeks=2)
+    assert parse_when("yesterday", now) == datetime(2026, 3, 9, tzinfo=UTC)
+    assert parse_range(None, None, now) == (None, now)
+    assert parse_range("today", "today", now) == (datetime(2026, 3, 10, tzinfo=UTC), datetime(2026, 3, 11, tzinfo=UTC))
+    for bad in ("next tuesday", "2026-02-30", "7", "x" * 500):
+        with pytest.raises(ValueError, match="not a time I can read"):
+            parse_when(bad, now)
+    with pytest.raises(ValueError, match="must be before"):
+        parse_range("2026-03-05", "2026-03-04", now)

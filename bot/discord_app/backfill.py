@@ -225,6 +225,23 @@ class HistoryLog:
             ).fetchall()
         return [ChatMessage(*r) for r in rows]
 
+    def between(
+        self, channel: int, start: float | None, before_id: int, *, limit: int
+    ) -> tuple[list[ChatMessage], int]:
+        """The stored messages of `channel` from time `start` (None: the first) up to id `before_id`,
+        oldest first, evenly thinned to at most `limit`; and how many there are in all."""
+        low = day_of(start) if start is not None else ""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, author_id, author, ts, text, jump, reply_to FROM messages "
+                "WHERE channel=? AND day>=? AND ts>=? AND id<? ORDER BY id",
+                (channel, low, start if start is not None else float("-inf"), before_id),
+            ).fetchall()
+        total = len(rows)
+        if total > limit:
+            rows = [rows[i * total // limit] for i in range(limit)]
+        return [ChatMessage(*r) for r in rows], total
+
     def clean(self, done: Iterable[tuple[int, str, int]]) -> None:
         """Unmark windows ingested as of `generation` (one changed since stays dirty)."""
         with self._lock, self._db:
