@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -141,7 +142,7 @@ def _service(settings: Settings) -> RagService:
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     from pydantic import SecretStr
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     from ingest.pipeline import IngestProgress
     from store.embedder import passive_openmp_waits
@@ -155,23 +156,31 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings, console: Console) -
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[pages]} pages · {task.fields[chunks]} chunks · {task.fields[rate]:.1f} chunks/s"),
+        TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
         TextColumn("{task.fields[current]}", style="dim"),
     )
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("ingesting", total=None, pages=0, chunks=0, rate=0.0, current="")
+        task = bar.add_task("ingesting", total=None, detail="", current="")
+        ocr: list[TaskID] = []  # the bar of OCR'd pages, shown from the first page OCR'd
+        ocr_open: list[bool] = []  # a file's OCR is under way
+        ocr_lock = threading.Lock()
 
         def update(state: IngestProgress) -> None:
+            detail = f"{state.pages} pages · {state.chunks} chunks · {state.chunks_per_second:.1f} chunks/s"
             bar.update(
-                task,
-                total=state.files_total,
-                completed=state.files_done,
-                pages=state.pages,
-                chunks=state.chunks,
-                rate=state.chunks_per_second,
-                current=state.current[:40],
+                task, total=state.files_total, completed=state.files_done, detail=detail, current=state.current[:40]
             )
+            with ocr_lock:  # the loader's thread reports OCR'd pages, the encoder's thread the rest
+                if state.ocr_page:  # page k of n of the current file is being OCR'd: k - 1 are done
+                    if not ocr:
+                        ocr.append(bar.add_task("OCR", total=None, detail="", current=""))
+                    done, current = state.ocr_page - 1, state.current[:40]
+                    bar.update(ocr[0], total=state.ocr_pages, completed=done, detail="scanned pages", current=current)
+                    ocr_open[:] = [True]
+                elif ocr_open:  # the file's OCR is over
+                    bar.update(ocr[0], completed=next(t.total for t in bar.tasks if t.id == ocr[0]))
+                    ocr_open.clear()
 
         results = service.ingest_paths(settings.namespace, args.paths, progress=update)
         bar.update(task, description="indexing")

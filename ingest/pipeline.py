@@ -37,6 +37,7 @@ from ingest.chunking import Chunker
 from ingest.commit import Committer
 from ingest.limits import check_declared_size, read_within_limit
 from ingest.loaders import DEFAULT_MAX_PAGES, DEFAULT_MAX_TEXT_CHARS, LoadError, load_bytes
+from ingest.loaders.ocr import progress_to
 from ingest.refusals import Refusals
 from ingest.sources import (
     IngestOutcome,
@@ -207,7 +208,18 @@ class Ingestor:
 
         def prepare(item: Source | tuple) -> Prepared:  # type: ignore[type-arg]
             src = item if isinstance(item, Source) else Source(*item)
-            return self._prepare(namespace, src.read, src.filename, src.source, src.title, src.extra, known, load)
+
+            def ocr_page(page: int, pages: int) -> None:  # from the loader, here or in the worker process
+                state.current, state.ocr_page, state.ocr_pages = src.title or src.filename, page, pages
+                notify(state)
+
+            try:
+                with progress_to(ocr_page):
+                    return self._prepare(
+                        namespace, src.read, src.filename, src.source, src.title, src.extra, known, load
+                    )
+            finally:
+                state.ocr_page = state.ocr_pages = 0
 
         try:
             with self.store.writer(namespace):

@@ -44,6 +44,8 @@ class IngestProgress:
     wait_s: float = 0.0  # the encoder waiting for loading and chunking (the prefetch thread fell behind)
     encode_s: float = 0.0  # inside the encoder
     write_s: float = 0.0  # writing chunks and manifests to the store
+    ocr_page: int = 0  # the page of `current` being OCR'd now (0: none), of `ocr_pages` to OCR in it
+    ocr_pages: int = 0
 
     @property
     def chunks_per_second(self) -> float:

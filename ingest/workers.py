@@ -7,11 +7,13 @@ import logging
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ingest.loaders import LoadError, load_bytes
 from ingest.loaders.image import image_format
+from ingest.loaders.ocr import progress_to, report_progress
 from store.types import LoadedDocument
 
 if TYPE_CHECKING:
@@ -40,6 +42,9 @@ class PdfWorker:
     than being parsed here. If the worker cannot start or dies before it is up, parsing
     goes back to the calling thread, as it is for small runs; one that died while idle is
     restarted without blaming the PDF at hand.
+
+    OCR progress (`ocr.report_progress`) in the worker comes down the pipe ahead of the reply
+    and is reported again here, to the hook of the thread that called `load`.
 
     `parse` is what the worker runs on each PDF (`load_bytes` by default); it must be an
     importable module-level function, since the worker is a spawned process.
@@ -120,9 +125,14 @@ class PdfWorker:
         except (OSError, ValueError) as exc:  # the pipe broke before the PDF was handed over
             self._restart(f"the worker process is unreachable ({exc})")
             return self._parse(data, filename, **kwargs)
+        deadline = time.monotonic() + self.timeout
         try:
-            answered = conn.poll(self.timeout)
-            reply = conn.recv() if answered else None
+            while True:  # OCR progress comes first ("progress", (page, pages)), then the reply
+                answered = conn.poll(max(0.0, deadline - time.monotonic()))
+                reply = conn.recv() if answered else None
+                if reply is None or reply[0] != "progress":
+                    break
+                report_progress(*reply[1])  # to this thread's hook (the pipeline's progress)
         except (EOFError, OSError):  # the worker died while parsing this PDF
             process.join(timeout=5)
             self._restart(f"the worker process died parsing {filename} (exit code {process.exitcode})")
@@ -204,8 +214,13 @@ def _serve(conn: Connection, level: int, parse: Callable[..., LoadedDocument]) -
         if request is None:
             return
         data, filename, kwargs = request
+
+        def progress(done: int, total: int) -> None:
+            conn.send(("progress", (done, total)))
+
         try:
-            reply: tuple[str, Any] = ("ok", parse(data, filename, **kwargs))
+            with progress_to(progress):
+                reply: tuple[str, Any] = ("ok", parse(data, filename, **kwargs))
         except LoadError as exc:
             reply = ("refused", str(exc))
         except Exception as exc:  # a parser bug must not take the run down: the file is refused

@@ -87,3 +87,43 @@ async def test_a_docx_and_a_screenshot_are_ingested_and_quoted_with_their_locati
         quoted = " ".join(answer["content"].lower().split())
         assert "error 5023: disk quota exceeded" in quoted, answer["content"]  # the recognised text, verbatim
         assert "(OCR)" in embed["description"], embed["description"]
+
+
+def scanned_tiff(frames: int) -> bytes:
+    """A multi-page TIFF of scanned pages (a few seconds of OCR each on 2 cores)."""
+    images = [Image.open(io.BytesIO(screenshot([f"Scanned page {n} of the audit", "Findings and notes"] * 3)))
+              for n in range(1, frames + 1)]  # fmt: skip
+    out = io.BytesIO()
+    images[0].save(out, "TIFF", save_all=True, append_images=images[1:])
+    return out.getvalue()
+
+
+@pytest.mark.slow
+async def test_a_long_ocr_shows_its_pages_and_the_bot_answers_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ingest.loaders import ocr as ocr_module
+    from tests.discord_harness import message_payloads
+
+    here: list[int] = []
+    real = ocr_module.recognise
+    monkeypatch.setattr(ocr_module, "recognise", lambda *a, **k: here.append(1) or real(*a, **k))
+    monkeypatch.setattr("ingest.loaders.image.recognise", ocr_module.recognise)
+    async with world(tmp_path, FakeLLM(default=cite_first_passage)) as w:
+        w.add_document("handbook.md", "# Handbook\n\nThe office opens at eight.\n")
+        attachment = w.fake.add_attachment(w.channel["id"], "audit.tiff", scanned_tiff(4), "image/tiff")
+        inter = await w.command(w.admin, "ingest", {"file": attachment})
+
+        def edits() -> str:
+            return "\n".join(str(p.get("content")) for p in message_payloads(w.fake))
+
+        await w.fake.wait_for(lambda: "reading page 1 of 4 (OCR)" in edits(), 120)
+        sources = await w.command(w.alice, "sources")  # answered while the worker process OCRs
+        await w.reply(sources, streamed=False, timeout=5)
+        reported = "Ingest report" in str(w.fake.interaction_messages(inter))
+        await w.fake.wait_for(lambda: "Ingest report" in str(w.fake.interaction_messages(inter)), 120)
+        [report] = w.fake.interaction_messages(inter)
+    assert not reported  # /sources was answered before the OCR was over
+    assert "audit.tiff" in report["content"] and "added" in report["content"], report["content"]
+    assert "reading page 3 of 4 (OCR)" in edits() or "reading page 4 of 4 (OCR)" in edits()
+    assert here == []  # nothing was OCR'd in the bot's process: the upload worker did it

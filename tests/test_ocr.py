@@ -273,3 +273,55 @@ def test_the_ocr_settings_reach_the_loader_and_survive_the_trip_to_the_worker() 
     parse = pickle.loads(pickle.dumps(functools.partial(load_bytes, ocr=options)))  # as the spawned worker gets it
     with pytest.raises(LoadError, match="OCR is off"):
         parse(scans(1), "scan.pdf", source="test://scan", **KW)
+
+
+def tiff(frames: list[Image.Image]) -> bytes:
+    out = io.BytesIO()
+    frames[0].save(out, "TIFF", save_all=True, append_images=frames[1:])
+    return out.getvalue()
+
+
+@slow
+def test_ocr_progress_comes_back_from_the_worker_process_page_by_page() -> None:
+    from ingest.workers import PdfWorker
+
+    frames = [draw([(30, 40, f"Frame number {n}")], (700, 140)) for n in (1, 2, 3)]
+    seen: list[tuple[int, int]] = []
+    worker = PdfWorker(timeout=120.0)
+    try:
+        assert worker.wait_until_ready(120.0)
+        with ocr_module.progress_to(lambda page, pages: seen.append((page, pages))):
+            doc = worker.load(tiff(frames), "scan.tiff", source="test://scan", **KW)
+    finally:
+        worker.close()
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert [s.page for s in doc.sections] == [1, 2, 3]
+
+
+def test_ocr_progress_reaches_the_ingest_progress_of_the_document_being_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from ingest.pipeline import Ingestor
+    from store.chroma import ChromaLocation, ChromaStore
+    from tests.fakes import FakeEmbedder
+
+    def fake(image: Any, options: OcrOptions | None = None) -> OcrPage:
+        return OcrPage(f"Scanned words {image.tell()}", 0.95, 2, False, 0.01)
+
+    monkeypatch.setattr(ocr_module, "recognise", fake)
+    monkeypatch.setattr("ingest.loaders.image.recognise", fake)
+    store = ChromaStore(ChromaLocation(path=tmp_path / "chroma"), refresh_interval=0.0)
+    try:
+        embedder = FakeEmbedder()
+        ingestor = Ingestor(store, embedder, Chunker(embedder.count_tokens))
+        frames = [draw([(30, 40, "x")], (100, 60)) for _ in range(4)]
+        (tmp_path / "scan.tiff").write_bytes(tiff(frames))
+        seen: list[tuple[str, int, int]] = []
+        [result] = ingestor.ingest_paths(
+            "ns", [tmp_path / "scan.tiff"], progress=lambda s: seen.append((s.current, s.ocr_page, s.ocr_pages))
+        )
+    finally:
+        store.close()
+    assert result.status == "added", result
+    assert [s for s in seen if s[1]] == [("scan.tiff", n, 4) for n in (1, 2, 3, 4)]
+    assert seen[-1][1:] == (0, 0)  # the OCR is over once the document is read

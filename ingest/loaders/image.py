@@ -14,7 +14,7 @@ import logging
 import time
 
 from ingest.loaders import LoadError
-from ingest.loaders.ocr import MAX_IMAGE_PIXELS, OcrOptions, OcrUnavailable, recognise
+from ingest.loaders.ocr import MAX_IMAGE_PIXELS, OcrOptions, OcrUnavailable, recognise, report_progress
 from store.types import OCR_PAGES_KEY, LoadedDocument, Section
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ def load(data: bytes, *, filename: str, source: str, ocr: OcrOptions | None = No
                 f"{ocr.budget_s:g} s a file was reached (RAGCORD_OCR_MAX_PAGES, RAGCORD_OCR_BUDGET_S)"
             )
             break
+        report_progress(number, min(frames, ocr.max_pages))
         try:
             image.seek(index)
             image.load()

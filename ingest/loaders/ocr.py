@@ -7,15 +7,20 @@ them into reading order: columns when the page has a clear gutter, lines by y-ov
 within a column, boxes left to right within a line. An upside-down page is recognised
 by the classifier (most crops turned 180°) and read again turned upright, since the
 classifier misses some of its lines (a second pass only for upside-down pages).
+
+Progress: a loader calls `report_progress(done, total)` before each page it OCRs; the
+hook installed with `progress_to` in the calling thread receives it (the PDF worker
+process installs one that sends it down its pipe, and the parent hands it to its own).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +82,32 @@ class OcrPage:
 
 class OcrUnavailable(RuntimeError):
     """The OCR engine cannot be loaded (rapidocr-onnxruntime missing or broken)."""
+
+
+ProgressHook = Callable[[int, int], None]  # (pages OCR'd or being OCR'd, pages to OCR in this file)
+_progress = threading.local()
+
+
+@contextlib.contextmanager
+def progress_to(hook: ProgressHook | None) -> Iterator[None]:
+    """Send this thread's `report_progress` calls to `hook` while the block runs."""
+    previous = getattr(_progress, "hook", None)
+    _progress.hook = hook
+    try:
+        yield
+    finally:
+        _progress.hook = previous
+
+
+def report_progress(done: int, total: int) -> None:
+    """Page `done` of `total` is being OCR'd now (a hook that fails is logged, never the OCR's concern)."""
+    hook: ProgressHook | None = getattr(_progress, "hook", None)
+    if hook is None:
+        return
+    try:
+        hook(done, total)
+    except Exception:
+        log.warning("OCR progress hook failed", exc_info=True)
 
 
 _engines: dict[tuple[int, int], Any] = {}

@@ -178,6 +178,8 @@ def _ocr_pages(
                 )
                 doc.warnings.append(f"{len(left)} scanned pages were not OCR'd: {cap} was reached")
                 break
+            total = min(len(todo), ocr.max_pages)
+            engine.report_progress(min(position + 1, total), total)  # the progress bar and Discord's edits
             try:
                 image = render_page(pdf[number - 1], ocr.dpi)
                 if _is_blank(image):  # a blank page: nothing to read

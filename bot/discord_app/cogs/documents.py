@@ -179,6 +179,9 @@ class Documents(commands.Cog):
 
         def progress(p: IngestProgress) -> None:
             text = f"⏳ {step} {name}: {p.embedded}/{p.chunks} chunks embedded"
+            if p.ocr_page:  # the worker process is OCR'ing a scanned page or an image
+                what = f"page {p.ocr_page} of {p.ocr_pages}" if p.ocr_pages > 1 else "its text"
+                text = f"⏳ {step} {name}: reading {what} (OCR)…"
             loop.call_soon_threadsafe(writer.set_status, text)
 
         writer.set_status(f"⏳ {step} reading {name}…")
