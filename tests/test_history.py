@@ -350,3 +350,48 @@ async def test_summarize_a_bad_date_or_an_empty_range_says_what_to_do(tmp_path):
             inter = await w.command(w.bob, "summarize", {"scope": "channel", **options})
             [reply] = await w.reply(inter, streamed=False)
             assert expected in reply["content"], reply["content"]
+
+
+# -- attachments in indexed channels: documents tied to their message -------------------------------------
+def prepare_files(fake: Any, guild: dict[str, Any]) -> dict[str, Any]:
+    """`prepare`, and a file already posted in #design (a message with no text)."""
+    settings = prepare(fake, guild)
+    alice = next(u for u in fake._users.values() if u["username"] == "alice")
+    design = fake.channel(guild, "design")
+    pelican = fake.add_attachment(design["id"], "pelican.txt", b"The pelican code for the harbour is PELI-88.\n")
+    fake.seed_message(design, alice, "", attachments=[pelican])
+    return settings
+
+
+def file_docs(w: World) -> dict[str, Any]:
+    return {d.title: d for d in w.service.documents(w.namespace()) if d.kind != "chat"}
+
+
+async def test_attachments_in_an_indexed_channel_become_documents_tied_to_their_message(tmp_path):
+    async with world(tmp_path, FakeLLM(default=echo_passages), prepare=prepare_files) as w:
+        design = w.fake.channel(w.guild, "design")
+        posted = next(m for m in w.fake.channel_messages(design) if m["attachments"])
+        inter = await w.command(w.admin, "index add", channel=design)
+        await w.reply(inter, streamed=False)
+        await settled(w)
+        [doc] = [d for t, d in file_docs(w).items() if "pelican" in t]
+        assert doc.extra["message_id"] == posted["id"] and doc.extra["scope"] == design["id"]  # the message's channel
+        text = await ask_private(w, w.bob, "What is the pelican code for the harbour?")
+        jump = f"https://discord.com/channels/{w.guild['id']}/{design['id']}/{posted['id']}"
+        assert "PELI-88" in text and jump in text
+
+        # live: a file posted in the indexed channel is indexed, silently; deleting its message forgets it
+        live = await w.fake.user_message(
+            design, w.carol, "minutes attached", attachments=[("owl.txt", b"The owl code is OWL-12.")]
+        )
+        await w.fake.wait_for(lambda: any("owl" in t for t in file_docs(w)), 10)
+        assert "OWL-12" in await ask_private(w, w.bob, "What is the owl code?")
+        assert not w.fake.replies_to(live)
+        await w.fake.delete_message(design, live)
+        await w.fake.wait_for(lambda: not any("owl" in t for t in file_docs(w)), 10)
+        assert "OWL-12" not in await ask_private(w, w.bob, "What is the owl code?")
+
+        # the author's opt-out forgets their files too
+        inter = await w.command(w.alice, "index optout")
+        await w.reply(inter, streamed=False)
+        assert not any("pelican" in t for t in file_docs(w))

@@ -45,6 +45,10 @@ CREATE TABLE IF NOT EXISTS dirty (
     channel INTEGER NOT NULL, day TEXT NOT NULL, gen INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (channel, day));
 CREATE TABLE IF NOT EXISTS tombstones (id INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS optout (guild INTEGER NOT NULL, user INTEGER NOT NULL, PRIMARY KEY (guild, user));
+CREATE TABLE IF NOT EXISTS files (
+    message INTEGER NOT NULL, channel INTEGER NOT NULL, author INTEGER NOT NULL, source TEXT NOT NULL,
+    PRIMARY KEY (message, source));
+CREATE INDEX IF NOT EXISTS files_channel ON files (channel);
 """
 
 
@@ -242,6 +246,36 @@ class HistoryLog:
             rows = [rows[i * total // limit] for i in range(limit)]
         return [ChatMessage(*r) for r in rows], total
 
+    # -- attachments: documents of their own, tied to their message --------------------------------
+    def add_files(self, message: int, channel: int, author: int, sources: Iterable[str]) -> None:
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO files VALUES (?,?,?,?)", [(message, channel, author, s) for s in sources]
+            )
+
+    def take_files(
+        self, *, messages: Iterable[int] = (), channel: int | None = None, author: tuple[int, int] | None = None
+    ) -> list[tuple[int, str]]:
+        """Remove and return the (message, source) of the attachments of `messages`, of `channel`, or of
+        `author` (guild, user): their documents are then forgotten."""
+        with self._lock, self._db:
+            if channel is not None:
+                rows = self._db.execute("SELECT message, source FROM files WHERE channel=?", (channel,)).fetchall()
+            elif author is not None:
+                rows = self._db.execute(
+                    "SELECT f.message, f.source FROM files f JOIN channels c ON c.channel=f.channel "
+                    "WHERE c.guild=? AND f.author=?",
+                    author,
+                ).fetchall()
+            else:
+                rows = [
+                    r
+                    for mid in messages
+                    for r in self._db.execute("SELECT message, source FROM files WHERE message=?", (mid,))
+                ]
+            self._db.executemany("DELETE FROM files WHERE message=? AND source=?", rows)
+        return [(int(m), str(s)) for m, s in rows]
+
     def clean(self, done: Iterable[tuple[int, str, int]]) -> None:
         """Unmark windows ingested as of `generation` (one changed since stays dirty)."""
         with self._lock, self._db:
@@ -270,6 +304,12 @@ def to_chat(message: discord.Message) -> ChatMessage:
     )
 
 
+def has_files(message: discord.Message) -> bool:
+    """A member's ordinary message or reply carrying attachments: they become documents (watched-channel rules)."""
+    ordinary = message.type in (discord.MessageType.default, discord.MessageType.reply)
+    return ordinary and bool(message.attachments) and not message.author.bot and message.webhook_id is None
+
+
 def indexable(message: discord.Message, *, bots: bool) -> bool:
     """Ordinary messages and replies (and a thread's starter); bots' and webhooks' only with `bots`; no
     system messages (joins, pins, boosts)."""
@@ -292,4 +332,4 @@ async def pages(channel: discord.abc.Messageable, after: int) -> AsyncIterator[l
         yield batch
 
 
-__all__ = ["PAGE", "HistoryLog", "Indexed", "day_of", "indexable", "pages", "to_chat"]
+__all__ = ["PAGE", "HistoryLog", "Indexed", "day_of", "has_files", "indexable", "pages", "to_chat"]

@@ -11,6 +11,12 @@ The messages themselves, each channel's checkpoint and the opt-outs live in
 a new message, an edit, a deletion, an opt-out) marks its window dirty; a flusher
 re-ingests dirty windows within a fraction of a second (an empty window's document is
 forgotten). At start every indexed channel catches up from its checkpoint.
+
+Attachments in indexed channels become documents of their own, tied to their message
+(its jump link cites them), by the watched channels' rules (bot/discord_app/cogs/watcher.py:
+uploader roles, declared size, hourly limits; a backfill is an admin's act, so its files
+are not counted against the hourly limits), readable by who may read the message's channel.
+Deleting the message, the channel or the thread, or the author's opt-out, forgets them.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord_app.backfill import HistoryLog, Indexed, indexable, pages, to_chat
+from bot.discord_app.backfill import HistoryLog, Indexed, has_files, indexable, pages, to_chat
 from bot.discord_app.client import say
 from bot.discord_app.cogs.documents import admin_only
+from bot.discord_app.cogs.watcher import source_key
+from bot.discord_app.errors import failure_text, log_failure
 from bot.discord_app.permissions import origin
 from bot.discord_app.streaming import NO_MENTIONS
 from ingest.chat import ChatIngestor, Window, day_of, window_source
@@ -155,6 +163,9 @@ class History(commands.Cog):
             waited = time.perf_counter()
             async for page in pages(channel, known.checkpoint):
                 self.fetch_s += time.perf_counter() - waited
+                for m in page:  # before the checkpoint moves past them: a crash re-reads the page
+                    if has_files(m):
+                        await self._ingest_files(m, backfill=True)
                 kept = [to_chat(m) for m in page if indexable(m, bots=bots)]
                 newest = max(m.id for m in page)
                 self._frontier[channel_id] = day_of(max(m.created_at.timestamp() for m in page))
@@ -245,6 +256,8 @@ class History(commands.Cog):
             if task is not None:
                 task.cancel()
             days = await asyncio.to_thread(self.log.remove_channel, target.channel)
+            files = await asyncio.to_thread(self.log.take_files, channel=target.channel)
+            forgotten += await self._forget_files(target.guild, files)
             async with self.bot.ingest_lock(namespace):
                 for day in days:
                     doc_id = document_id_for(window_source(target.guild, target.channel, day))
@@ -252,6 +265,49 @@ class History(commands.Cog):
                         forgotten += 1
                 await asyncio.to_thread(self.bot.service.prepare_index, namespace)
         log.info("forgot the indexed history of %s: %d documents", known.name, forgotten)
+        return forgotten
+
+    # -- attachments --------------------------------------------------------------------------------
+    async def _ingest_files(self, message: discord.Message, *, backfill: bool) -> list[str]:
+        """Index the message's attachments as documents tied to it; the watcher's reply lines."""
+        watcher = self.bot.get_cog("Watcher")
+        if message.guild is None or watcher is None:
+            return []
+        gid, cid = message.guild.id, message.channel.id
+        if await asyncio.to_thread(self.log.opted_out, gid, message.author.id):
+            return []
+        sources = [source_key(gid, cid, a.filename) for a in message.attachments]
+        await asyncio.to_thread(self.log.add_files, message.id, cid, message.author.id, sources)
+        watched = watcher.watching(cid)  # type: ignore[attr-defined]
+        if watched and not backfill:
+            return []  # the watcher ingests it, and replies
+        try:
+            # a watched channel's files keep the watcher's scope; else the message's channel's
+            lines: list[str] = await watcher.ingest_message(  # type: ignore[attr-defined]
+                message, limits=not backfill, visibility=None if watched else "channel"
+            )
+        except Exception as exc:
+            ref = log_failure(log, f"indexing the attachments of message {message.id} failed", exc)
+            return [f"⚠️ {failure_text(ref, 'Indexing these files failed')}"]
+        log.info("attachments of message %s in %s: %s", message.id, cid, "; ".join(lines))
+        return lines
+
+    async def _forget_files(self, guild: int, files: list[tuple[int, str]]) -> int:
+        """Forget the documents of these (message, source) attachments; returns how many."""
+        if not files:
+            return 0
+        namespace, store, forgotten = f"g{guild}", self.bot.service.store, 0
+        async with self.bot.ingest_lock(namespace):
+            for mid, source in files:
+                doc_id = document_id_for(source)
+                info = await asyncio.to_thread(store.document, namespace, doc_id)
+                if info is None or info.extra.get("message_id") != str(mid):
+                    continue  # gone already, or replaced by a later post of a file of that name
+                if await asyncio.to_thread(self.chat.forget, namespace, doc_id) is not None:
+                    log.info("forgot %s: its message %s is gone", info.title, mid)
+                    forgotten += 1
+            if forgotten:
+                await asyncio.to_thread(self.bot.service.prepare_index, namespace)
         return forgotten
 
     # -- live ---------------------------------------------------------------------------------------
@@ -268,13 +324,21 @@ class History(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        if message.guild is None or not indexable(message, bots=self.bot.settings.index_bot_messages):
+        text = indexable(message, bots=self.bot.settings.index_bot_messages)
+        files = has_files(message)
+        if message.guild is None or not (text or files):
             return
         known = await self._indexed(message.channel)
         if known is None:
             return
-        if await asyncio.to_thread(self.log.store, known.channel, known.guild, [to_chat(message)]):
-            self._wake.set()
+        if text:
+            stored = await asyncio.to_thread(self.log.store, known.channel, known.guild, [to_chat(message)])
+            if stored:
+                self._wake.set()
+        if files:
+            refused = [line for line in await self._ingest_files(message, backfill=False) if line.startswith("⚠️")]
+            if refused:  # what was indexed is not announced in a chat channel; what was not is
+                await message.reply("\n".join(refused), allowed_mentions=NO_MENTIONS)
 
     @commands.Cog.listener()
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
@@ -291,13 +355,18 @@ class History(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
-        if payload.guild_id is not None and await asyncio.to_thread(self.log.delete, [payload.message_id]) > 0:
-            self._wake.set()
+        await self._deleted(payload.guild_id, [payload.message_id])
 
     @commands.Cog.listener()
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
-        if payload.guild_id is not None and await asyncio.to_thread(self.log.delete, payload.message_ids) > 0:
+        await self._deleted(payload.guild_id, list(payload.message_ids))
+
+    async def _deleted(self, guild: int | None, ids: list[int]) -> None:
+        if guild is None:
+            return
+        if await asyncio.to_thread(self.log.delete, ids) > 0:
             self._wake.set()
+        await self._forget_files(guild, await asyncio.to_thread(self.log.take_files, messages=ids))
 
     @commands.Cog.listener()
     async def on_thread_update(self, before: discord.Thread, after: discord.Thread) -> None:
@@ -402,6 +471,7 @@ class History(commands.Cog):
         if out:
             dropped = await asyncio.to_thread(self.log.opt_out, gid, uid)
             self._wake.set()
+            dropped += await self._forget_files(gid, await asyncio.to_thread(self.log.take_files, author=(gid, uid)))
             text = (
                 f"Your messages in this server are no longer indexed; {dropped} indexed message(s) of yours are "
                 "being removed from answers now. Run `/index optout out:False` to let them back in."

@@ -75,13 +75,18 @@ class Watcher(commands.Cog):
             return f"you can index {n} files an hour here; try again in {math.ceil(wait / 60)} min"
         return ""
 
-    async def ingest_message(self, message: discord.Message) -> list[str]:
+    async def ingest_message(
+        self, message: discord.Message, *, limits: bool = True, visibility: str | None = None
+    ) -> list[str]:
+        """Ingest the message's attachments; one reply line per file. `limits=False`: the hourly limits
+        do not apply (an admin's backfill of an indexed channel); `visibility` as /ingest's."""
         assert message.guild is not None
         bot = self.bot
         service = bot.service
         namespace = bot.namespace_for(message.guild)
         # readable where the message is: guild-wide only if nobody is kept out of its channel
-        extra = {"jump_url": message.jump_url, "message_id": str(message.id), **document_scope(message.channel, None)}
+        scope = document_scope(message.channel, visibility)
+        extra = {"jump_url": message.jump_url, "message_id": str(message.id), **scope}
         admin = bot.is_admin(message.author)
         refusal = "" if admin else self.uploader_refusal(message.author)
         if refusal:
@@ -92,7 +97,7 @@ class Watcher(commands.Cog):
             for attachment in message.attachments:
                 name = quoted(attachment.filename)
                 refusal = declared_size_refusal(attachment, service.settings)  # before downloading
-                if not refusal and not admin:
+                if not refusal and not admin and limits:
                     refusal = self.upload_refusal(message.author.id, message.guild.id)
                 if refusal:
                     lines.append(f"⚠️ **{name}** not indexed: {refusal}")
