@@ -24,7 +24,7 @@ from ingest.loaders import load_bytes
 from ingest.loaders.ocr import OcrOptions
 from ingest.pipeline import Ingestor, IngestResult, ProgressCallback
 from store.chroma import ChromaLocation, ChromaStore
-from store.embedder import Embedder, SentenceTransformerEmbedder, encoder_identity
+from store.embedder import Embedder, encoder_identity, make_embedder, recorded_encoders
 from store.lexical import LexicalIndexes
 from store.retrieval import CrossEncoderReranker, Retriever
 from store.types import Chunk, DocumentInfo
@@ -80,18 +80,16 @@ def build_llm(settings: Settings) -> LLM:
     )
 
 
-def build_embedder(settings: Settings) -> Embedder:
-    if settings.embed_backend == "torch":
-        return SentenceTransformerEmbedder(
-            settings.embed_model, device=settings.embed_device, batch_size=settings.embed_batch_size
-        )
-    from store.onnx_embedder import OnnxEmbedder
-
-    return OnnxEmbedder(
+def build_embedder(settings: Settings, store: ChromaStore | None = None) -> Embedder:
+    """The configured encoder; RAGCORD_EMBED_BACKEND=auto keeps the backend `store`'s namespaces record."""
+    recorded = recorded_encoders(store) if store is not None and settings.embed_backend == "auto" else []
+    return make_embedder(
         settings.embed_model,
+        settings.embed_backend,
         cache_dir=settings.data_dir / "models",
-        quantized=settings.embed_backend == "onnx-int8",
+        device=settings.embed_device,
         batch_size=settings.embed_batch_size,
+        recorded=recorded,
     )
 
 
@@ -151,7 +149,7 @@ class RagService:
             pdf_timeout=s.pdf_timeout,
             max_pages=s.pdf_max_pages,
             max_text_chars=s.max_text_chars,
-            pdf_parse=functools.partial(load_bytes, ocr=ocr_options(s)),  # picklable: runs in the PDF worker too
+            ocr=ocr_options(s),  # to the loaders (in the PDF worker too) and in the fingerprint of PDFs and images
         )
         self.params = GenerationParams(
             max_tokens=s.llm_max_tokens, temperature=s.llm_temperature, top_p=s.llm_top_p, stop=STOP, seed=s.llm_seed
@@ -169,7 +167,7 @@ class RagService:
         store = ChromaStore(location, lock_dir=lock_dir, writer_wait_s=settings.writer_wait_s)
         return cls(
             store,
-            build_embedder(settings),
+            build_embedder(settings, store),
             llm_factory=lambda: build_llm(settings),
             lexical_dir=settings.data_dir / "lexical",
             settings=settings,

