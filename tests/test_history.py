@@ -395,3 +395,55 @@ async def test_attachments_in_an_indexed_channel_become_documents_tied_to_their_
         inter = await w.command(w.alice, "index optout")
         await w.reply(inter, streamed=False)
         assert not any("pelican" in t for t in file_docs(w))
+
+
+# -- /forget message: and channel: ------------------------------------------------------------------------
+async def test_forget_a_single_message_by_link_or_id_and_a_thread(tmp_path):
+    async with world(tmp_path, FakeLLM(default=echo_passages), prepare=prepare_files) as w:
+        design = w.fake.channel(w.guild, "design")
+        inter = await w.command(w.admin, "index add", channel=design)
+        await w.reply(inter, streamed=False)
+        await settled(w)
+        notes = {x["content"]: x for x in w.fake.channel_messages(design)}
+        target = notes["design note 7 on widget7"]
+        link = f"https://discord.com/channels/{w.guild['id']}/{design['id']}/{target['id']}"
+        before = len(stored_chunks(w))
+
+        inter = await w.command(w.bob, "forget", {"message": link})  # admins only
+        assert "needs" in (await w.reply(inter, streamed=False))[0]["content"]
+        inter = await w.command(w.admin, "forget", {"message": link})
+        reply = (await w.reply(inter, streamed=False))[0]["content"]
+        assert f"Forgot message {target['id']}" in reply, reply
+        await settled(w, 5)
+        texts = [c.text for c in stored_chunks(w)]
+        assert "design note 7 on widget7" not in texts and "design note 8 on widget8" in texts  # its window stays
+        assert len(texts) == before - 1
+        # an edit does not bring it back
+        await w.fake.edit_user_message(target, "design note 7, edited")
+        await settled(w, 5)
+        assert not any("note 7" in t for t in (c.text for c in stored_chunks(w)))
+
+        # by id; the file posted with a message goes with it
+        posted = next(m for m in w.fake.channel_messages(design) if m["attachments"])
+        inter = await w.command(w.admin, "forget", {"message": posted["id"]})
+        assert "1 file(s)" in (await w.reply(inter, streamed=False))[0]["content"]
+        assert not any("pelican" in t for t in file_docs(w))
+
+        # what is not a message of this server, or not indexed, is said so
+        for bad, expected in (
+            ("https://discord.com/channels/1/2/3", "not a link to a message of this server"),
+            ("hello", "not a link to a message of this server"),
+            ("1" * 18, "is not indexed here"),
+        ):
+            inter = await w.command(w.admin, "forget", {"message": bad})
+            assert expected in (await w.reply(inter, streamed=False))[0]["content"]
+
+        # a thread
+        thread = next(c for c in w.fake.channels.values() if c.get("name") == "launch plan")
+        inter = await w.command(w.admin, "forget", {"channel": thread})
+        assert "Stopped indexing" in (await w.reply(inter, streamed=False))[0]["content"]
+        await settled(w, 5)
+        assert not [c for c in stored_chunks(w) if "rocket" in c.text] and [
+            c for c in stored_chunks(w) if "widget" in c.text
+        ]
+        assert "design note 8 on widget8" in [c.text for c in stored_chunks(w)]

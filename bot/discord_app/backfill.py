@@ -246,6 +246,16 @@ class HistoryLog:
             rows = [rows[i * total // limit] for i in range(limit)]
         return [ChatMessage(*r) for r in rows], total
 
+    def message_guild(self, message: int) -> int | None:
+        """The guild of an indexed message (its text, or its attachments), or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT c.guild FROM messages m JOIN channels c ON c.channel=m.channel WHERE m.id=? UNION "
+                "SELECT c.guild FROM files f JOIN channels c ON c.channel=f.channel WHERE f.message=? LIMIT 1",
+                (message, message),
+            ).fetchone()
+        return int(row[0]) if row else None
+
     # -- attachments: documents of their own, tied to their message --------------------------------
     def add_files(self, message: int, channel: int, author: int, sources: Iterable[str]) -> None:
         with self._lock, self._db:

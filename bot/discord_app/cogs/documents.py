@@ -230,13 +230,32 @@ class Documents(commands.Cog):
         await interaction.followup.send(embed=embed, allowed_mentions=NO_MENTIONS)
 
     # -- /forget ----------------------------------------------------------------------------
-    @app_commands.command(name="forget", description="Remove a document (and everything indexed from it).")
-    @app_commands.describe(document="The document to remove: start typing to search this server's documents.")
+    @app_commands.command(name="forget", description="Remove a document, or an indexed message, thread or channel.")
+    @app_commands.describe(
+        document="The document to remove: start typing to search this server's documents.",
+        message="An indexed message to remove from the index: its link (Copy Message Link) or id.",
+        channel="An indexed channel or thread: stop indexing it and forget its messages (as /index remove).",
+    )
     @app_commands.autocomplete(document=document_choices)
     @app_commands.guild_only()
     @admin_only()
-    async def forget(self, interaction: discord.Interaction[RagBot], document: str) -> None:
-        """Names one exact document (the autocomplete's id), says what will go, and waits for a button."""
+    async def forget(
+        self,
+        interaction: discord.Interaction[RagBot],
+        document: str | None = None,
+        message: str | None = None,
+        channel: discord.TextChannel | discord.Thread | discord.ForumChannel | None = None,
+    ) -> None:
+        """Names one exact document (the autocomplete's id), says what will go, and waits for a button;
+        a message or a channel goes to the indexed history (bot/discord_app/cogs/history.py)."""
+        history = self.bot.get_cog("History")
+        if (message is not None or channel is not None) and history is not None:
+            await history.forget_from(interaction, message=message, channel=channel)  # type: ignore[attr-defined]
+            return
+        if document is None:
+            text = "Say what to forget: `document:`, or an indexed `message:` (its link or id) or `channel:`."
+            await say(interaction, text, ephemeral=True)
+            return
         await interaction.response.defer(ephemeral=True, thinking=True)
         namespace = self.bot.namespace_for(interaction.guild)
         scopes = await self.bot.readable.scopes(interaction.user, interaction.guild)  # the reply is private

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ from bot.discord_app.backfill import HistoryLog, Indexed, has_files, indexable, 
 from bot.discord_app.client import say
 from bot.discord_app.cogs.documents import admin_only
 from bot.discord_app.cogs.watcher import source_key
+from bot.discord_app.display import quoted
 from bot.discord_app.errors import failure_text, log_failure
 from bot.discord_app.permissions import origin
 from bot.discord_app.streaming import NO_MENTIONS
@@ -47,6 +49,20 @@ log = logging.getLogger(__name__)
 
 FLUSH_DELAY_S = 0.2  # changes that arrive this close together are ingested together
 INDEXABLE_TYPES = (discord.TextChannel, discord.Thread, discord.ForumChannel)
+
+
+_MESSAGE_LINK = re.compile(r"https?://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/channels/(\d+)/\d+/(\d+)/?")
+
+
+def message_id_of(text: str, guild_id: int) -> int | None:
+    """The message id in a message link of guild `guild_id` (or a bare id); None otherwise."""
+    raw = text.strip()
+    if raw.isdigit() and 15 <= len(raw) <= 21:
+        return int(raw)
+    link = _MESSAGE_LINK.fullmatch(raw)
+    if link is None or int(link.group(1)) != guild_id:
+        return None
+    return int(link.group(2))
 
 
 def channel_name(channel: object) -> str:
@@ -361,12 +377,47 @@ class History(commands.Cog):
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
         await self._deleted(payload.guild_id, list(payload.message_ids))
 
-    async def _deleted(self, guild: int | None, ids: list[int]) -> None:
+    async def _deleted(self, guild: int | None, ids: list[int]) -> int:
+        """Messages deleted (or forgotten): tombstoned, their windows re-ingested without them, their
+        files forgotten; returns how many files."""
         if guild is None:
-            return
+            return 0
         if await asyncio.to_thread(self.log.delete, ids) > 0:
             self._wake.set()
-        await self._forget_files(guild, await asyncio.to_thread(self.log.take_files, messages=ids))
+        return await self._forget_files(guild, await asyncio.to_thread(self.log.take_files, messages=ids))
+
+    async def forget_from(
+        self, interaction: discord.Interaction[RagBot], *, message: str | None, channel: object | None
+    ) -> None:
+        """`/forget message:` (a link or id) and `/forget channel:` (a channel or thread), for an admin."""
+        assert interaction.guild is not None
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        gid, lines = interaction.guild.id, []
+        if message is not None:
+            mid = message_id_of(message, gid)
+            if mid is None:
+                lines.append(
+                    f"“{quoted(message[:100])}” is not a link to a message of this server, nor a message id: "
+                    "right-click the message > Copy Message Link, and paste that in `message:`."
+                )
+            elif await asyncio.to_thread(self.log.message_guild, mid) != gid:
+                lines.append(f"Message {mid} is not indexed here: nothing to forget.")
+            else:
+                files = await self._deleted(gid, [mid])
+                with_files = f" and {files} file(s) attached to it" if files else ""
+                lines.append(
+                    f"Forgot message {mid}{with_files}: it leaves answers within seconds, and stays out of the "
+                    "index (an edit or a new backfill does not bring it back)."
+                )
+        cid = getattr(channel, "id", None)
+        if cid is not None:
+            known = await asyncio.to_thread(self.log.channel, cid)
+            if known is None or known.guild != gid:
+                lines.append(f"<#{cid}> is not indexed: nothing to forget.")
+            else:
+                forgotten = await self.forget_channel(cid)
+                lines.append(f"Stopped indexing <#{cid}> and forgot its {forgotten} document(s) (days, files).")
+        await say(interaction, "\n".join(lines), ephemeral=True)
 
     @commands.Cog.listener()
     async def on_thread_update(self, before: discord.Thread, after: discord.Thread) -> None:
