@@ -6,7 +6,6 @@ LLM and a fake embedder). Heavy parts load lazily, once per process.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +19,6 @@ from bot.reader import SentenceSelector, Weights
 from bot.settings import Settings
 from bot.summarize import Summarizer
 from ingest.chunking import Chunker
-from ingest.loaders import load_bytes
 from ingest.loaders.ocr import OcrOptions
 from ingest.pipeline import Ingestor, IngestResult, ProgressCallback
 from store.chroma import ChromaLocation, ChromaStore

@@ -1,8 +1,9 @@
 """The ingestion pipeline: files -> loaders -> chunks -> embeddings -> store.
 
 Idempotent and atomic per document:
-- a document's fingerprint (its bytes plus the chunking and embedding settings) is
-  kept in its manifest; an unchanged file is recognised before it is even parsed;
+- a document's fingerprint (its bytes plus the chunking settings, the OCR settings that
+  change the text for PDFs and images, and the caller's metadata) is kept in its
+  manifest; an unchanged file is recognised before it is even parsed;
 - chunk ids are document id + content hash, so a changed document re-embeds only
   the chunks whose text changed;
 - the manifest is written last (the commit point); a failure before it removes what
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -37,7 +39,8 @@ from ingest.chunking import Chunker
 from ingest.commit import Committer
 from ingest.limits import check_declared_size, read_within_limit
 from ingest.loaders import DEFAULT_MAX_PAGES, DEFAULT_MAX_TEXT_CHARS, LoadError, load_bytes
-from ingest.loaders.ocr import progress_to
+from ingest.loaders.image import image_format
+from ingest.loaders.ocr import OcrOptions, progress_to
 from ingest.refusals import Refusals
 from ingest.sources import (
     IngestOutcome,
@@ -83,6 +86,7 @@ class Ingestor:
         max_pages: int = DEFAULT_MAX_PAGES,
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
         pdf_parse: Callable[..., LoadedDocument] | None = None,
+        ocr: OcrOptions | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -94,6 +98,12 @@ class Ingestor:
         # Part of every document's fingerprint. The encoder is not: each namespace records its
         # encoder and refuses another one (`check_encoder`), and `reindex` keeps the documents.
         self._settings_sig = f"{chunker.signature}|pages={max_pages}|chars={max_text_chars}"
+        # The OCR settings that change what is read are part of the fingerprint of the files OCR may
+        # read (PDFs, images), so changing one re-reads them; threads and the time budget are not.
+        self.ocr = ocr  # None: the loaders' defaults (or what `pdf_parse` binds)
+        o = ocr or OcrOptions()
+        self._ocr_sig = f"|ocr={o.dpi}:{o.det_side}:{o.min_confidence:g}:{o.max_pages}" if o.enabled else "|ocr=off"
+        self._ocr_kwargs: dict[str, Any] = {"ocr": ocr} if ocr is not None else {}
         self.pdf_timeout, self.max_pages, self.max_text_chars = pdf_timeout, max_pages, max_text_chars
         self._pdf_parse = pdf_parse  # None: `load_bytes` (tests pass one that misbehaves on purpose)
         # Uploads (one document a run: Discord attachments) are parsed in a long-lived worker
@@ -158,7 +168,7 @@ class Ingestor:
                 parse = self._pdf_parse or load_bytes
                 self._upload_worker = PdfWorker(timeout=self.pdf_timeout, parse=parse, wait=_UPLOAD_WAIT_S)
             return self._upload_worker.load(
-                data, filename, max_pages=self.max_pages, max_chars=self.max_text_chars, **kwargs
+                data, filename, max_pages=self.max_pages, max_chars=self.max_text_chars, **self._ocr_kwargs, **kwargs
             )
 
     def close(self) -> None:
@@ -204,6 +214,7 @@ class Ingestor:
                 worker.load if worker is not None else self._parse_here,
                 max_pages=self.max_pages,
                 max_chars=self.max_text_chars,
+                **self._ocr_kwargs,
             )
 
         def prepare(item: Source | tuple) -> Prepared:  # type: ignore[type-arg]
@@ -292,9 +303,10 @@ class Ingestor:
         try:
             data = read()
             check_declared_size(len(data), filename, self.max_bytes)
-            fingerprint = hashlib.sha256(data + self._settings_sig.encode()).hexdigest()[:24]
+            fingerprint = hashlib.sha256(data + self._fingerprint_sig(data, filename, extra).encode()).hexdigest()[:24]
             previous = known.get(result.doc_id) if known is not None else self.store.document(namespace, result.doc_id)
-            if previous is not None and previous.content_hash == fingerprint and previous.extra == extra:
+            # the caller's extra is in the fingerprint: the stored extra also holds the loader's (ocr_pages, ...)
+            if previous is not None and previous.content_hash == fingerprint:
                 result.status, result.title, result.chunks = "unchanged", previous.title, previous.chunks
                 result.pages = previous.pages
                 return Prepared(result)
@@ -323,6 +335,17 @@ class Ingestor:
         # Only an earlier version of this document can hold chunks with these ids (id = document + text).
         reused = self.store.existing_ids(namespace, [c.id for c in chunks]) if previous is not None else set()
         return Prepared(result, doc, chunks, fingerprint, previous, reused)
+
+    def _fingerprint_sig(self, data: bytes, filename: str, extra: dict[str, str]) -> str:
+        """What besides the bytes a document's fingerprint covers: the settings, the OCR settings for
+        files OCR may read, and the caller's metadata (a changed scope re-commits the document)."""
+        sig = self._settings_sig
+        head = data[:1024].lstrip(b"\x00\t\n\r\x0c ")
+        if head.startswith(b"%PDF") or filename.lower().endswith(".pdf") or image_format(data[:16]):
+            sig += self._ocr_sig
+        if extra:
+            sig += "|extra=" + json.dumps(sorted(extra.items()))
+        return sig
 
     def _flush(
         self,

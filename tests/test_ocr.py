@@ -325,3 +325,57 @@ def test_ocr_progress_reaches_the_ingest_progress_of_the_document_being_read(
     assert result.status == "added", result
     assert [s for s in seen if s[1]] == [("scan.tiff", n, 4) for n in (1, 2, 3, 4)]
     assert seen[-1][1:] == (0, 0)  # the OCR is over once the document is read
+
+
+def test_changing_an_ocr_setting_that_changes_the_text_re_ocrs_and_others_re_read_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bot.service import RagService
+    from bot.settings import Settings
+    from store.chroma import ChromaLocation, ChromaStore
+    from tests.fakes import FakeEmbedder, FakeLLM
+    from tests.test_office_loaders import make_pptx
+
+    calls: list[OcrOptions] = []
+
+    def fake(image: Any, options: OcrOptions | None = None) -> OcrPage:
+        calls.append(options or OcrOptions())
+        return OcrPage("Scanned words of the audit", 0.95, 2, False, 0.01)
+
+    monkeypatch.setattr("ingest.loaders.image.recognise", fake)
+    (tmp_path / "scan.png").write_bytes(png(draw([(30, 40, "x")], (100, 60))))
+    text = tmp_path / "notes.md"
+    text.write_text("# Notes\n\nNothing here is scanned.\n")
+    (tmp_path / "deck.pptx").write_bytes(make_pptx())  # its loader adds extra metadata too (page_label)
+    store = ChromaStore(ChromaLocation(path=tmp_path / "chroma"), refresh_interval=0.0)
+
+    def ingest(**settings: Any) -> dict[str, str]:
+        service = RagService(
+            store,
+            FakeEmbedder(),
+            llm_factory=FakeLLM,
+            lexical_dir=None,
+            settings=Settings(_env_file=None, data_dir=tmp_path, **settings),  # type: ignore[call-arg]
+        )
+        try:
+            results = service.ingest_paths("ns", [tmp_path / "scan.png", text, tmp_path / "deck.pptx"])
+            return {Path(r.source).name: r.status for r in results}
+        finally:
+            service.ingestor.close()
+
+    try:
+        assert set(ingest().values()) == {"added"} and len(calls) == 1
+        # neither changes the text: nothing is read again
+        assert set(ingest(ocr_threads=1, ocr_budget_s=30.0).values()) == {"unchanged"}
+        assert len(calls) == 1
+        for change in ({"ocr_dpi": 150}, {"ocr_det_side": 1600}, {"ocr_min_confidence": 0.5}):
+            statuses = ingest(**change)
+            assert statuses == {"scan.png": "updated", "notes.md": "unchanged", "deck.pptx": "unchanged"}, change
+            assert calls[-1] == OcrOptions(**{k.removeprefix("ocr_"): v for k, v in change.items()}), change
+            assert ingest(**change)["scan.png"] == "unchanged"  # and once more: nothing to do
+        count = len(calls)
+        statuses = ingest(ocr=False)  # OCR off: the image is refused (and back on, read again)
+        assert statuses["scan.png"] == "skipped" and len(calls) == count
+        assert ingest()["scan.png"] != "unchanged" and len(calls) == count + 1
+    finally:
+        store.close()
