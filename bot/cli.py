@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from bot.citations import Citation
     from bot.service import RagService
     from bot.settings import Settings
+    from ingest.pipeline import IngestProgress, IngestResult
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         help="add or update documents (PDF, Markdown, text, HTML, Office, OpenDocument, EPUB, RTF, e-mail, "
         "images by OCR; folders are walked)",
     )
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders to ingest")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH|URL",
+        help="files or folders to ingest, or http(s):// URLs of web pages (or of PDF and Office files) to fetch",
+    )
     p.add_argument("--pdf-password", help="password for encrypted PDFs (else RAGCORD_PDF_PASSWORD)")
 
     p = sub.add_parser("ask", help="ask a question; the answer streams, then its sources are listed")
@@ -144,7 +151,6 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings, console: Console) -
     from pydantic import SecretStr
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-    from ingest.pipeline import IngestProgress
     from store.embedder import passive_openmp_waits
 
     passive_openmp_waits()  # this process never loads the model: torch's idle threads leave the cores to the parser
@@ -182,12 +188,31 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings, console: Console) -
                     bar.update(ocr[0], completed=next(t.total for t in bar.tasks if t.id == ocr[0]))
                     ocr_open.clear()
 
-        results = service.ingest_paths(settings.namespace, args.paths, progress=update)
+        paths = [Path(p) for p in args.paths if not _is_url(p)]
+        results = service.ingest_paths(settings.namespace, paths, progress=update) if paths else []
+        results += _ingest_urls(service, settings, [p for p in args.paths if _is_url(p)], update)
         bar.update(task, description="indexing")
         service.prepare_index(settings.namespace)
         bar.update(task, description="done")
     _print_ingest_table(console, results, time.perf_counter() - started)
     return 1 if any(r.status == "failed" for r in results) else 0
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _is_url(arg: str) -> bool:
+    """`scheme://…` is a URL (fetched, or refused if not http/https); anything else a path."""
+    return _URL.match(arg) is not None
+
+
+def _ingest_urls(
+    service: RagService, settings: Settings, urls: list[str], update: Callable[[IngestProgress], None]
+) -> list[IngestResult]:
+    from ingest.fetch import FetchOptions
+
+    options = FetchOptions.from_settings(settings)
+    return [service.ingestor.ingest_url(settings.namespace, url, fetch=options, progress=update) for url in urls]
 
 
 def _print_ingest_table(console: Console, results: list, seconds: float) -> None:  # type: ignore[type-arg]
@@ -277,6 +302,8 @@ def _print_answer(console: Console, answer: Answer, *, streamed: str | None = No
             console.print(f"\n[bold]{heading}[/]")
         for c in citations:
             where = f", {c.location}" if c.location else ""
+            url = dict(c.chunk.extra).get("url", "")  # a web page: where it is
+            where += f" <{url}>" if url else ""
             console.print(f" [bold]\\[{c.number}][/] {escape(c.chunk.title)}{escape(where)} [dim]({c.score:.2f})[/]")
             console.print(f'     "{escape(c.quote)}"', style="italic")
 

@@ -85,6 +85,17 @@ class Settings(BaseSettings):
         0.8,
         description="Mean OCR confidence below which a page is reported in a warning instead of indexed as garbage.",
     )
+    fetch_allow_private: bool = Field(
+        False,
+        description=(
+            "Let ingest fetch URLs on private, loopback, link-local and other non-public addresses (an intranet "
+            "wiki); off, a URL that resolves to one is refused, every redirect too."
+        ),
+    )
+    fetch_timeout_s: float = Field(
+        30.0, description="Seconds one URL's fetch may take in all (redirects and download included)."
+    )
+    fetch_connect_timeout_s: float = Field(10.0, description="Seconds to wait for a web server to accept a connection.")
     chunk_tokens: int = Field(
         200, description="Target chunk size in the embedding model's tokens (never above its input limit)."
     )

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest.chunking import Chunker
 from ingest.commit import Committer
@@ -55,6 +55,9 @@ from ingest.workers import DEFAULT_PDF_TIMEOUT, PdfWorker, Prefetch
 from store.embedder import Embedder, encoder_identity
 from store.protocol import ReindexProgress, StoreError, VectorStore
 from store.types import DocumentInfo, LoadedDocument, document_id_for
+
+if TYPE_CHECKING:
+    from ingest.fetch import FetchOptions, WebCache
 
 __all__ = ["IngestOutcome", "IngestProgress", "IngestResult", "Ingestor", "ProgressCallback", "Source", "discover"]
 
@@ -110,6 +113,7 @@ class Ingestor:
         # process, so a PDF that kills or stalls the parser cannot take the bot's process with it.
         self._upload_worker: PdfWorker | None = None
         self._upload_lock = threading.Lock()
+        self._web_cache: WebCache | None = None  # created by the first `ingest_url`
         self.refusals = Refusals(refusals_path)
         self._committer = Committer(store)
         password_sig = hashlib.sha256((pdf_password or "").encode()).hexdigest()[:12]
@@ -159,6 +163,58 @@ class Ingestor:
             log.warning("ingest of %s into %s failed: %s", source, namespace, exc)
             return IngestResult(source, title or filename, "failed", str(exc), doc_id=document_id_for(source))
 
+    def ingest_source(
+        self,
+        namespace: str,
+        item: Source,
+        *,
+        progress: ProgressCallback | None = None,
+        isolated: bool = False,
+        loader: Callable[..., LoadedDocument] | None = None,
+    ) -> IngestResult:
+        """One document; `isolated`: parsed in the uploads' worker process (as `ingest_bytes`)."""
+        state = IngestProgress(files_total=1)
+        try:
+            return self._run(namespace, iter([item]), state, progress, isolated=isolated, loader=loader)[0]
+        except StoreError as exc:
+            log.warning("ingest of %s into %s failed: %s", item.source, namespace, exc)
+            title = item.title or item.filename
+            return IngestResult(item.source, title, "failed", str(exc), doc_id=document_id_for(item.source))
+
+    def ingest_url(
+        self,
+        namespace: str,
+        url: str,
+        *,
+        fetch: FetchOptions | None = None,
+        source: str | None = None,
+        extra: dict[str, str] | None = None,
+        progress: ProgressCallback | None = None,
+        isolated: bool = False,
+    ) -> IngestResult:
+        """Fetch a web page (or a PDF or Office file by URL) and ingest it (ingest/fetch.py).
+
+        `source` (default: the URL) names the document; a re-fetch sends the ETag and Last-Modified
+        recorded beside the store (web-cache.json), so an unchanged page embeds nothing."""
+        from ingest.fetch import FetchOptions, WebCache, ingest_url
+
+        with self._upload_lock:
+            if self._web_cache is None:
+                path = self.refusals.path.with_name("web-cache.json") if self.refusals.path else None
+                self._web_cache = WebCache(path)
+        options = fetch or FetchOptions(max_bytes=self.max_bytes)
+        return ingest_url(
+            self,
+            namespace,
+            url,
+            options=options,
+            cache=self._web_cache,
+            source=source,
+            extra=extra,
+            progress=progress,
+            isolated=isolated,
+        )
+
     def _parse_here(self, data: bytes, filename: str, **kwargs: Any) -> LoadedDocument:
         return (self._pdf_parse or load_bytes)(data, filename, **kwargs)
 
@@ -198,14 +254,20 @@ class Ingestor:
         progress: ProgressCallback | None,
         *,
         isolated: bool = False,
+        loader: Callable[..., LoadedDocument] | None = None,
     ):
-        """`items` yields `Source`s (or (read, filename, source, title, extra) tuples)."""
+        """`items` yields `Source`s (or (read, filename, source, title, extra) tuples).
+
+        `loader`: parses every item instead of the format loaders (web pages' extracted text)."""
         notify = progress or (lambda _s: None)
         known: dict[str, DocumentInfo] | None = None
         if state.files_total - state.files_done >= _SNAPSHOT_MIN_ITEMS:
             known = {d.doc_id: d for d in self.store.documents(namespace)}
         worker: PdfWorker | None = None
-        if isolated:
+        load: Callable[..., LoadedDocument]
+        if loader is not None:
+            load = functools.partial(loader, max_pages=self.max_pages, max_chars=self.max_text_chars)
+        elif isolated:
             load = self._isolated_load
         else:
             if state.files_total - state.files_done >= _PDF_WORKER_MIN_ITEMS:
