@@ -1,19 +1,25 @@
-"""What ragcord's loaders make of the real office files in ../shared/data/office (issue 14).
+"""A table per file of what ragcord makes of a folder of documents (issue 14): format, chunks,
+locations, probe phrase found, seconds.
 
-    python bench/office.py [--dir /work/shared/data/office] [--timeout 60] [--ask]
+    python bench/office_report.py [--dir /work/shared/data/office] [--timeout 60] [--no-ocr] [--ask]
 
-For every file of MANIFEST.tsv except the OCR images (category "ocr-image"): loaded or
-refused (with its one-line reason), seconds, sections and chunks (chunked with a word
-count standing in for the tokenizer), whether the probe phrase is in the extracted text
-(case-insensitive, whitespace collapsed; "loose" also ignores the " | " between cells), and
-whether the section holding it matches probe_location loosely: the slide number, the sheet
-name, the row inside the cited range, the heading or the attachment named there ("-" when
-the manifest's location names none of these). Hostile files must be refused or capped,
-never crash. With --ask, the loaded files are also ingested into a fresh store (the
-configured encoder) and each probe phrase is asked as `ragcord ask --evidence-only` does
-(answer mode "extract", no model): "lead" when the quoted evidence is from the file and
-holds the phrase, "top3" when one of the first three passages does, with the location
-check on that passage. Prints a table and totals; the last line is a JSON summary.
+The folder's MANIFEST.tsv (file, format, category, probe_phrase, probe_location), when there
+is one, names the files and what to look for; without one every file in the folder (and
+below it) is loaded, its format is the one ragcord detects from its content, and there is
+no probe to check. For each file: loaded or refused (with its one-line reason), seconds,
+sections and chunks (chunked with a word count standing in for the tokenizer), the
+locations its chunks are cited with (how many distinct ones, and the first two), whether
+the probe phrase is in the extracted text (case-insensitive, whitespace collapsed;
+"loose" also ignores the " | " between cells, and in OCR'd text the spaces OCR drops), and
+whether the section holding it matches probe_location loosely: the slide number, the
+sheet name, the row inside the cited range, the heading or the attachment named there
+("-" when the location names none of these). Images are read by OCR (--no-ocr skips
+them). Hostile files must be refused or capped, never crash. With --ask, the loaded files
+are also ingested into a fresh store (the configured encoder) and each probe phrase is
+asked as `ragcord ask --evidence-only` does (answer mode "extract", no model): "lead"
+when the quoted evidence is from the file and holds the phrase, "top3" when one of the
+first three passages does, with the location check on that passage. Prints the table
+and totals; the last line is a JSON summary.
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ _SPACES = re.compile(r"\s+")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="folder with MANIFEST.tsv")
+    p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="the folder (its MANIFEST.tsv is optional)")
+    p.add_argument("--no-ocr", action="store_true", help="skip the images (OCR takes seconds a file)")
     p.add_argument("--timeout", type=int, default=60, help="seconds one file may take")
     p.add_argument("--max-mb", type=int, default=50, help="file size limit (RAGCORD_MAX_FILE_MB)")
     p.add_argument("--ask", action="store_true", help="also ingest and ask each probe phrase (evidence only)")
@@ -86,11 +93,37 @@ def _alarm(_signum: int, _frame: Any) -> None:
     raise _Timeout
 
 
+def manifest_rows(folder: Path) -> list[dict[str, str]]:
+    """MANIFEST.tsv's rows, or one row per file of the folder (its format detected) when it has none."""
+    from ingest.loaders import LoadError, detect_kind
+    from ingest.loaders.image import image_format
+
+    manifest = folder / "MANIFEST.tsv"
+    if manifest.is_file():
+        with manifest.open(encoding="utf-8") as handle:
+            return list(csv.DictReader(handle, delimiter="\t"))
+    rows = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        data = path.read_bytes()
+        try:  # from the content (magic bytes, a zip's members), as the loaders decide it
+            kind = (image_format(data[:16]) or "").lower() or detect_kind(data, path.name)
+        except LoadError:
+            kind = path.suffix.lstrip(".").lower() or "?"
+        name = str(path.relative_to(folder))
+        rows.append({"file": name, "format": kind, "category": "", "probe_phrase": "", "probe_location": ""})
+    return rows
+
+
+def is_image(row: dict[str, str]) -> bool:
+    return row.get("format", "").lower() in ("png", "jpg", "jpeg", "tiff", "tif", "webp")
+
+
 def run_one(path: Path, row: dict[str, str], max_bytes: int, timeout: int) -> dict[str, Any]:
     from ingest.chunking import Chunker
     from ingest.loaders import LoadError, load_path
+    from store.types import OCR_PAGES_KEY
 
-    out: dict[str, Any] = {"file": path.name, "format": row["format"], "category": row["category"]}
+    out: dict[str, Any] = {"file": row["file"], "format": row["format"], "category": row.get("category", "")}
     started = time.perf_counter()
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(timeout)
@@ -109,16 +142,24 @@ def run_one(path: Path, row: dict[str, str], max_bytes: int, timeout: int) -> di
         signal.alarm(0)
         out["seconds"] = time.perf_counter() - started
     chunks = Chunker(lambda texts: [len(t.split()) + 2 for t in texts]).chunk(doc)
-    probe = norm(row["probe_phrase"])
+    probe = norm(row.get("probe_phrase", ""))
+    ocr = bool(doc.extra.get(OCR_PAGES_KEY))
+
+    def squeeze(text: str) -> str:  # OCR drops spaces between words: compare without them
+        return norm(text, loose=True).replace(" ", "") if ocr else norm(text, loose=True)
+
     strict = [s for s in doc.sections if probe and probe in norm(s.text)]
-    loose = strict or [s for s in doc.sections if probe and norm(probe, loose=True) in norm(s.text, loose=True)]
-    where = [location_matches(row["probe_location"], s) for s in loose]
+    loose = strict or [s for s in doc.sections if probe and squeeze(probe) in squeeze(s.text)]
+    where = [location_matches(row.get("probe_location", ""), s) for s in loose]
+    places = list(dict.fromkeys(c.where or "(none)" for c in chunks))
     out.update(
         status="loaded",
         kind=doc.kind,
         sections=len(doc.sections),
         chunks=len(chunks),
-        found="yes" if strict else ("loose" if loose else "no"),
+        locations=len(places),
+        places=", ".join(places[:2])[:40] + (", ..." if len(places) > 2 else ""),
+        found=("yes" if strict else ("loose" if loose else "no")) if probe else "-",
         location=("yes" if "yes" in where else where[0]) if where else "",
         cited=(f"slide {loose[0].page}" if loose[0].page else loose[0].heading)[:50] if loose else "",
         warnings=len(doc.warnings),
@@ -147,13 +188,20 @@ def ask_probes(results: list[dict[str, Any]], rows: list[dict[str, str]], folder
         print(f"  ingested {len(loaded)} files in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         for r in loaded:
             row = by_file[r["file"]]
+            if not row.get("probe_phrase"):
+                continue
             source = str((folder / r["file"]).resolve())
             probe = norm(row["probe_phrase"], loose=True)
+
+            def has(chunk: Any, probe: str = probe) -> bool:  # OCR'd text: spaces ignored (OCR drops some)
+                text = norm(chunk.text, loose=True)
+                return probe.replace(" ", "") in text.replace(" ", "") if chunk.is_ocr else probe in text
+
             answer = service.ask("office", row["probe_phrase"])
             lead = answer.lead.chunk if answer.lead is not None else None
             top = [h.chunk for h in answer.hits[:3]]
-            holds = [c for c in top if c.source == source and probe in norm(c.text, loose=True)]
-            if lead is not None and lead.source == source and probe in norm(lead.text, loose=True):
+            holds = [c for c in top if c.source == source and has(c)]
+            if lead is not None and lead.source == source and has(lead):
                 r["ask"], chunk = "lead", lead
             elif holds:
                 r["ask"], chunk = "top3", holds[0]
@@ -168,26 +216,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    manifest = args.dir / "MANIFEST.tsv"
-    if not manifest.is_file():
-        print(f"no {manifest}: nothing to measure", file=sys.stderr)
+    if not args.dir.is_dir():
+        print(f"no folder {args.dir}", file=sys.stderr)
         return 1
-    rows = [r for r in csv.DictReader(manifest.open(encoding="utf-8"), delimiter="\t") if r["category"] != "ocr-image"]
-    results = [run_one(args.dir / r["file"], r, args.max_mb * 1024 * 1024, args.timeout) for r in rows]
+    rows = [r for r in manifest_rows(args.dir) if not (args.no_ocr and is_image(r)) and r["file"] != "MANIFEST.tsv"]
+    results = []
+    for row in rows:
+        results.append(run_one(args.dir / row["file"], row, args.max_mb * 1024 * 1024, args.timeout))
+        print(f"  {row['file']}: {results[-1]['status']} {results[-1].get('seconds', 0):.1f} s", file=sys.stderr)
     if args.ask:
         ask_probes(results, rows, args.dir)
     print(
         table(
-            ["file", "format", "category", "status", "s", "sections", "chunks", "probe", "location", "ask", "cited as"],
+            ["file", "format", "status", "s", "chunks", "locations", "probe", "location", "ask", "cited as"],
             [
                 [
                     r["file"][:42],
                     r["format"],
-                    r["category"],
                     r["status"],
                     r.get("seconds"),
-                    r.get("sections"),
                     r.get("chunks"),
+                    f"{r['locations']}: {r['places']}" if "locations" in r else "",
                     r.get("found", ""),
                     r.get("location", ""),
                     (r.get("ask", "") + " " + r.get("ask_location", "")).strip(),
@@ -195,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 for r in results
             ],
-            left=(0, 1, 2, 3, 7, 8, 9, 10),
+            left=(0, 1, 2, 5, 6, 7, 8, 9),
         )
     )
     loaded = [r for r in results if r["status"] == "loaded"]
@@ -205,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "loaded": len(loaded),
         "refused": sum(r["status"] == "refused" for r in results),
         "crashed_or_timed_out": sum(r["status"] in ("CRASH", "TIMEOUT") for r in results),
+        "probes": sum(r.get("found", "-") != "-" for r in loaded),
         "probe_found": sum(r.get("found") == "yes" for r in loaded),
         "probe_found_loose": sum(r.get("found") in ("yes", "loose") for r in loaded),
         "location_checked": sum(r.get("location") in ("yes", "no") for r in loaded),
@@ -223,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{summary['loaded']} loaded, {summary['refused']} refused, {summary['crashed_or_timed_out']} crashed or "
         f"timed out of {summary['files']}; probe found in {summary['probe_found']} (loosely "
-        f"{summary['probe_found_loose']}) of {summary['loaded']} loaded; location matched "
+        f"{summary['probe_found_loose']}) of {summary['probes']} loaded with one; location matched "
         f"{summary['location_matched']} of {summary['location_checked']} checkable; "
         f"{summary['seconds_total']} s in all, slowest {summary['seconds_max']} s"
     )
@@ -233,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{summary['ask_top3']} of {summary['asked']}; location matched {summary['ask_location_matched']} of "
             f"{summary['ask_location_checked']} checkable"
         )
-    write_result("office", {"summary": summary, "files": results})
+    write_result("office_report", {"summary": summary, "files": results})
     print(json.dumps(summary, sort_keys=True))
     return 0 if summary["crashed_or_timed_out"] == 0 else 1
 
