@@ -374,3 +374,60 @@ def test_cli_ingests_a_url_and_refuses_another_scheme_in_one_line(service, site,
     args = argparse.Namespace(question=["widget", "storage", "temperature"], top_k=0, evidence_only=True)
     assert cli.cmd_ask(args, service.settings.model_copy(update={"answer_mode": "extract"}), console) == 0
     assert f"Widget Handbook, Storage <{site.url('/guide')}>" in buffer.getvalue()
+
+
+async def test_discord_ingest_url_then_an_answer_cites_the_page_by_title_with_a_link(tmp_path, site):
+    from tests.discord_harness import world
+    from tests.fakes import FakeLLM, cite_first_passage
+
+    site.routes["/guide"] = html()
+    async with world(tmp_path, FakeLLM(default=cite_first_passage), fetch_allow_private=True) as w:
+        inter = await w.command(w.admin, "ingest", {"url": site.url("/guide")})
+        await w.fake.wait_for(lambda: "Ingest report" in str(w.fake.interaction_messages(inter)), 15)
+        report = w.fake.interaction_messages(inter)[0]["content"]
+        assert "Widget Handbook" in report and "added" in report
+        [doc] = w.service.documents(w.namespace())
+        assert doc.source == site.url("/guide") and doc.kind == "web"
+
+        answer = await w.answer(await w.ask(w.alice, "At what temperature are widgets stored in the warehouse?"))
+        embed = answer[-1]["embeds"][0]["description"]
+        assert "**[1] Widget Handbook**" in embed and f"[jump]({site.url('/guide')})" in embed
+        assert "evil.example" not in str(answer)  # the page's own link never reaches Discord
+
+        inter = await w.command(w.admin, "ingest", {"url": "ftp://example.com/a.pdf"})
+        await w.fake.wait_for(lambda: "Ingest report" in str(w.fake.interaction_messages(inter)), 15)
+        table = w.fake.interaction_messages(inter)[0]["content"]
+        assert "refused" in table and "only http:// and https://" in table
+
+        inter = await w.command(w.admin, "ingest", {})
+        await w.fake.wait_for(lambda: w.fake.interaction_messages(inter), 10)
+        assert "give a web page's address in `url:`" in str(w.fake.interaction_messages(inter))
+
+
+async def test_a_url_posted_in_a_watched_channel_is_ingested_and_forgotten_with_its_post(tmp_path, site):
+    from tests.discord_harness import world
+    from tests.fakes import FakeLLM
+
+    def watch_general(fake: Any, guild: dict[str, Any]) -> dict[str, Any]:
+        return {"watch_channels": [int(fake.channel(guild)["id"])], "fetch_allow_private": True}
+
+    site.routes["/guide"] = html()
+    async with world(tmp_path, FakeLLM(), prepare=watch_general) as w:
+        post = await w.fake.user_message(w.channel, w.alice, f"the handbook: <{site.url('/guide')}>.", mention=False)
+        await w.fake.wait_for(lambda: w.fake.replies_to(post), 15)
+        reply = w.fake.replies_to(post)[0]["content"]
+        assert "Widget Handbook" in reply and "added" in reply
+        [doc] = w.service.documents(w.namespace())
+        assert doc.source == f"discord:{w.guild['id']}:{w.channel['id']}:{site.url('/guide')}"
+        assert doc.extra["message_id"] == post["id"] and doc.extra["jump_url"] == site.url("/guide")
+        await w.fake.delete_message(w.channel, post)
+        await w.fake.wait_for(lambda: not w.service.documents(w.namespace()), 10)
+
+
+def test_posted_urls_are_found_once_without_trailing_punctuation():
+    from bot.discord_app.cogs.watcher import posted_urls
+
+    text = "see https://a.example/x, <https://b.example/y?q=1> and (https://a.example/x). ftp://c.example"
+    assert posted_urls(text) == ["https://a.example/x", "https://b.example/y?q=1"]
+    assert posted_urls("no links here") == []
+    assert len(posted_urls(" ".join(f"https://h{i}.example/" for i in range(10)))) == 3

@@ -17,6 +17,7 @@ from bot.discord_app.display import quoted
 from bot.discord_app.errors import log_failure
 from bot.discord_app.permissions import document_scope
 from bot.discord_app.streaming import NO_MENTIONS, InteractionTarget, StreamingReply
+from ingest.fetch import FetchOptions
 from ingest.limits import check_declared_size
 from ingest.loaders import LoadError
 from store.protocol import STORE_OUTAGE_NOTICE, StoreUnavailable
@@ -122,6 +123,7 @@ class Documents(commands.Cog):
         file5="Another document (optional).",
         visibility="Who may get answers from these files: this channel's readers (the default where not "
         "everyone may read it) or the whole server (the default where everyone may).",
+        url="A web page (or a PDF or Office file) to fetch by its http(s):// address; fetching it again updates it.",
     )
     @app_commands.choices(visibility=VISIBILITY)
     @app_commands.guild_only()
@@ -129,18 +131,24 @@ class Documents(commands.Cog):
     async def ingest(
         self,
         interaction: discord.Interaction[RagBot],
-        file: discord.Attachment,
+        file: discord.Attachment | None = None,
         file2: discord.Attachment | None = None,
         file3: discord.Attachment | None = None,
         file4: discord.Attachment | None = None,
         file5: discord.Attachment | None = None,
         visibility: app_commands.Choice[str] | None = None,
+        url: str | None = None,
     ) -> None:
         await interaction.response.defer(thinking=True)
         bot = self.bot
         files = [f for f in (file, file2, file3, file4, file5) if f is not None]
+        url = (url or "").strip()
+        if not files and not url:
+            await say(interaction, "Nothing to add: attach a file in `file:` or give a web page's address in `url:`.")
+            return
         writer = StreamingReply(InteractionTarget(interaction), interval=bot.settings.edit_interval)
-        await writer.start(f"⏳ reading {len(files)} file{'s' if len(files) != 1 else ''}…")
+        what = [f"{len(files)} file{'s' if len(files) != 1 else ''}"] if files else []
+        await writer.start(f"⏳ reading {' and '.join([*what, *(['a web page'] if url else [])])}…")
         assert interaction.guild is not None
         namespace = bot.namespace_for(interaction.guild)
         scope = document_scope(interaction.channel, visibility.value if visibility else None)
@@ -149,6 +157,8 @@ class Documents(commands.Cog):
             for i, attachment in enumerate(files, start=1):
                 step = f"{i}/{len(files)}"
                 rows.append(await self._ingest_one(namespace, interaction.guild.id, attachment, writer, step, scope))
+            if url:
+                rows.append(await self._ingest_url(namespace, url, writer, scope))
             if any(r[1] in ("added", "updated") for r in rows):
                 writer.set_status("⏳ indexing…")
                 await asyncio.to_thread(bot.service.prepare_index, namespace)
@@ -196,6 +206,24 @@ class Documents(commands.Cog):
         )
         log.info("ingested %s into %s: %s %s", name, namespace, result.status, result.reason)
         return result_row(name, result)
+
+    async def _ingest_url(
+        self, namespace: str, url: str, writer: StreamingReply, scope: dict[str, str]
+    ) -> tuple[str, str, str, str]:
+        """Fetch a web page and ingest it (its source is its URL; ingest/fetch.py)."""
+        service = self.bot.service
+        writer.set_status(f"⏳ fetching {quoted(url[:200])}…")
+        result = await asyncio.to_thread(
+            service.ingestor.ingest_url,
+            namespace,
+            url,
+            fetch=FetchOptions.from_settings(service.settings),
+            extra=scope,
+            isolated=True,  # a PDF or Office file by URL is parsed in the uploads' worker process
+        )
+        log.info("ingested %s into %s: %s %s", url, namespace, result.status, result.reason)
+        ok = result.status in ("added", "updated", "unchanged")
+        return result_row(result.title if ok else url, result)
 
     # -- /sources ---------------------------------------------------------------------------
     @app_commands.command(name="sources", description="List this server's documents.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 from typing import TYPE_CHECKING
 
 import discord
@@ -20,6 +21,7 @@ from bot.discord_app.display import quoted
 from bot.discord_app.errors import failure_text, log_failure
 from bot.discord_app.permissions import document_scope
 from bot.discord_app.streaming import NO_MENTIONS, sanitize
+from ingest.fetch import FetchOptions
 
 if TYPE_CHECKING:
     from bot.discord_app.client import RagBot
@@ -31,6 +33,24 @@ def source_key(guild_id: int, channel_id: int, filename: str) -> str:
     return f"discord:{guild_id}:{channel_id}:{filename}"
 
 
+_POSTED_URL = re.compile(r"https?://[^\s<>|]+")  # one forward scan per URL
+_URL_TAIL = re.compile(r"[.,;:!?)\]'\"*_~`]+$")  # punctuation after a URL belongs to the sentence
+MAX_URLS = 3  # web pages fetched from one message
+
+
+def posted_urls(content: str) -> list[str]:
+    """The http(s) URLs in a message (`<…>` and bare ones), each once, at most `MAX_URLS`."""
+    found: list[str] = []
+    for match in _POSTED_URL.finditer(content or ""):
+        tail = _URL_TAIL.search(match.group(0))
+        url = match.group(0)[: tail.start()] if tail else match.group(0)
+        if url not in found and len(url) > len("https://"):
+            found.append(url)
+        if len(found) == MAX_URLS:
+            break
+    return found
+
+
 class Watcher(commands.Cog):
     def __init__(self, bot: RagBot) -> None:
         self.bot = bot
@@ -40,12 +60,12 @@ class Watcher(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        if message.author.bot or message.guild is None or not message.attachments:
+        if message.author.bot or message.guild is None or not (message.attachments or posted_urls(message.content)):
             return
         if not self.watching(message.channel.id):
             return
         try:
-            lines = await self.ingest_message(message)
+            lines = await self.ingest_message(message, links=True)
         except Exception as exc:
             ref = log_failure(log, f"auto-ingest of message {message.id} failed", exc)
             lines = [f"⚠️ {failure_text(ref, 'Indexing these files failed')}"]
@@ -76,7 +96,7 @@ class Watcher(commands.Cog):
         return ""
 
     async def ingest_message(
-        self, message: discord.Message, *, limits: bool = True, visibility: str | None = None
+        self, message: discord.Message, *, limits: bool = True, visibility: str | None = None, links: bool = False
     ) -> list[str]:
         """Ingest the message's attachments; one reply line per file. `limits=False`: the hourly limits
         do not apply (an admin's backfill of an indexed channel); `visibility` as /ingest's."""
@@ -89,9 +109,11 @@ class Watcher(commands.Cog):
         extra = {"jump_url": message.jump_url, "message_id": str(message.id), **scope}
         admin = bot.is_admin(message.author)
         refusal = "" if admin else self.uploader_refusal(message.author)
+        urls = posted_urls(message.content) if links else []  # `links`: web pages posted here are fetched too
         if refusal:
             log.info("not indexing the files of %s in %s: no uploader role", message.author.id, namespace)
-            return [f"⚠️ **{quoted(a.filename)}** not indexed: {refusal}" for a in message.attachments]
+            names = [a.filename for a in message.attachments] + urls
+            return [f"⚠️ **{quoted(n)}** not indexed: {refusal}" for n in names]
         lines = []
         async with bot.ingest_lock(namespace):
             for attachment in message.attachments:
@@ -116,8 +138,34 @@ class Watcher(commands.Cog):
                     lines.append(f"📥 **{name}** {result.status} ({result.chunks} chunks)")
                 else:
                     lines.append(f"⚠️ **{name}** not indexed: {sanitize(result.reason)}")
+            for url in urls:
+                lines.append(await self._ingest_url(message, url, admin=admin, limits=limits, scope=scope))
             await asyncio.to_thread(service.prepare_index, namespace)
         return lines
+
+    async def _ingest_url(
+        self, message: discord.Message, url: str, *, admin: bool, limits: bool, scope: dict[str, str]
+    ) -> str:
+        """A web page posted in a watched channel: fetched and ingested; the citation links to the page."""
+        assert message.guild is not None
+        service = self.bot.service
+        shown = quoted(url)
+        refusal = "" if admin or not limits else self.upload_refusal(message.author.id, message.guild.id)
+        if refusal:
+            return f"⚠️ **{shown}** not indexed: {refusal}"
+        result = await asyncio.to_thread(
+            service.ingestor.ingest_url,
+            self.bot.namespace_for(message.guild),
+            url,
+            fetch=FetchOptions.from_settings(service.settings),
+            source=source_key(message.guild.id, message.channel.id, url),
+            extra={"message_id": str(message.id), **scope},  # deleting the post forgets the page
+            isolated=True,
+        )
+        log.info("auto-ingested %s: %s %s", url, result.status, result.reason)
+        if result.status in ("added", "updated", "unchanged"):
+            return f"📥 **{quoted(result.title)}** ({shown}) {result.status} ({result.chunks} chunks)"
+        return f"⚠️ **{shown}** not indexed: {sanitize(result.reason)}"
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
