@@ -326,6 +326,8 @@ def _too_slow(url: str, options: FetchOptions) -> FetchError:
 
 def _network_reason(exc: httpx.HTTPError) -> str:
     if isinstance(exc, httpx.ConnectError):
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+            return "its TLS certificate could not be verified (expired, self-signed or for another host)"
         return "the connection failed"
     if isinstance(exc, httpx.RemoteProtocolError):
         return "the server broke the connection"

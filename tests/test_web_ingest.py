@@ -431,3 +431,92 @@ def test_posted_urls_are_found_once_without_trailing_punctuation():
     assert posted_urls(text) == ["https://a.example/x", "https://b.example/y?q=1"]
     assert posted_urls("no links here") == []
     assert len(posted_urls(" ".join(f"https://h{i}.example/" for i in range(10)))) == 3
+
+
+def _tls_files(tmp_path: Any, host: str) -> tuple[str, str, str]:
+    """A CA and a server certificate for `host`, signed by it (PEM files)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(paths[0]), str(paths[1]), str(paths[2])
+
+
+def test_https_verifies_the_urls_host_name_while_connecting_to_the_checked_address(tmp_path, monkeypatch):
+    import ssl
+
+    import httpx
+
+    ca, cert, key = _tls_files(tmp_path, "wiki.internal")
+    names: list[str | None] = []
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    server_context.sni_callback = lambda _sock, name, _ctx: names.append(name)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = b"<html><head><title>Wiki</title></head><body><p>Secure page text.</p></body></html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    real_context = httpx.create_ssl_context
+
+    def trusting(**kwargs: Any) -> ssl.SSLContext:
+        context = real_context(**kwargs)
+        context.load_verify_locations(ca)
+        return context
+
+    monkeypatch.setattr(fetch_module.httpx, "create_ssl_context", trusting)
+    fake_dns(monkeypatch, {"wiki.internal": "127.0.0.1", "other.internal": "127.0.0.1"})
+    try:
+        got = fetch(f"https://wiki.internal:{port}/page", OPEN)
+        assert got.status == 200 and b"Secure page text" in got.data
+        assert names and names[-1] == "wiki.internal"  # SNI: the URL's host, though the socket went to 127.0.0.1
+        with pytest.raises(FetchError, match="its TLS certificate could not be verified"):
+            fetch(f"https://other.internal:{port}/page", OPEN)  # the certificate is for wiki.internal
+    finally:
+        server.shutdown()
+        server.server_close()
