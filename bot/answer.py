@@ -86,7 +86,7 @@ class Answer:
     @property
     def evidence(self) -> list[Citation]:
         """What the user is shown: the lead, the verified citations, then the other top passages."""
-        lead = [self.lead] if self.lead is not None and self.led_by == "quote" else []
+        lead = [self.lead] if self.lead is not None and self.led_by in ("quote", "model") else []
         return lead + self.citations + self.consulted
 
     @property
@@ -139,6 +139,8 @@ class Prepared:
     events: list[AnswerEvent]  # what happened so far: Retrieved, then Evidence when the reader found some
     lead: Lead | None
     done: bool  # nothing for the model to do (declined, refused, extract mode)
+    # the reader's score of each sentence (passage number -> sentence index -> score): it picks the quotes
+    sentence_scores: dict[int, dict[int, float]] = field(default_factory=dict)
 
 
 def standalone_query(question: str, history: Sequence[Turn], max_turns: int) -> str:
@@ -250,7 +252,11 @@ class Answerer:
             answer.note = CAUTION
         scores = [h.dense or 0.0 for h in hits]
         t1 = time.perf_counter()
-        lead = self.selector.select(answer.search_query, hits, vector)
+        scored = self.selector.score(answer.search_query, hits, vector)
+        lead = self.selector.lead_from(scored, hits)
+        by_passage: dict[int, dict[int, float]] = {}
+        for s in scored:
+            by_passage.setdefault(s.number, {})[s.position] = s.score
         answer.timings["read_ms"] = (time.perf_counter() - t1) * 1000
         if lead is not None:
             answer.lead = Citation(lead.number, lead.chunk, lead.text, scores[lead.number - 1])
@@ -259,7 +265,7 @@ class Answerer:
                 answer.status, answer.note = "cautious", PARTIAL
             events.append(Evidence(answer.lead))
         answer.led_by = "quote"
-        return Prepared(answer, events, lead, done=self.mode == "extract" or self.llm is None)
+        return Prepared(answer, events, lead, self.mode == "extract" or self.llm is None, by_passage)
 
     def finish(self, prepared: Prepared) -> Iterator[AnswerEvent]:
         """The model's part (none in extract mode), the checks, and the completed answer."""
@@ -271,8 +277,15 @@ class Answerer:
         scores = [h.dense or 0.0 for h in answer.hits]
         if not prepared.done:
             yield from self._generate(answer, answer.question, chunks, lead)
+        shown = {answer.lead.number: answer.lead.quote} if answer.lead is not None else {}
         answer.consulted = consulted(
-            chunks, scores, answer.search_query, answer.text, skip=[c.number for c in answer.citations]
+            chunks,
+            scores,
+            answer.search_query,
+            answer.text,
+            skip=[c.number for c in answer.citations],
+            sentence_scores=prepared.sentence_scores,
+            avoid=shown,
         )
         if answer.led_by == "quote" and answer.rejected and answer.status != "failed":
             why = QUOTED_MODEL_FAILED if answer.rejected == "the model failed" else QUOTED

@@ -116,3 +116,29 @@ def test_a_marker_after_the_full_stop_is_checked_against_its_sentence():
     text, citations = verify("Invoices go out every month. [1]", chunks, [0.9, 0.8], "When do invoices go out?")
     assert "[1]" not in text
     assert [c.number for c in citations] == [2]  # attributed by code to the passage that backs it
+
+
+def test_the_lead_passage_quote_shows_its_next_best_part_instead_of_repeating_the_lead():
+    passage = chunk(
+        "The festival moved to the harbour in 1998. Its founder was Maria Lopez, a painter from Cadiz. "
+        "Tickets are sold at the gate.",
+        1,
+    )
+    lead = "The festival moved to the harbour in 1998."
+    # without `avoid`, the question's words pick the sentence the lead already shows
+    plain = consulted([passage], [0.9], "When did the festival move to the harbour?", max_quote=60)
+    assert plain[0].quote.startswith(lead)
+    shown = consulted([passage], [0.9], "When did the festival move to the harbour?", max_quote=60, avoid={1: lead})
+    assert lead not in shown[0].quote
+    assert shown[0].quote.startswith("Its founder was Maria Lopez")
+
+
+def test_reader_scores_pick_the_quote_over_lexical_overlap():
+    passage = chunk("Budget talks ran late on Monday. The council approved 4 million for the new bridge.", 1)
+    question = "How much money did the budget talks give the bridge?"
+    lexical = best_quote(passage.text, question, max_chars=60)
+    assert lexical.startswith("Budget talks ran late")
+    # the reader (lexical + dense + rank) scored the second sentence higher
+    read = best_quote(passage.text, question, max_chars=60, sentence_scores={0: 0.4, 1: 1.2})
+    assert read.startswith("The council approved 4 million")
+    assert read in passage.text or read.rstrip("…") in passage.text
