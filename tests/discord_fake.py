@@ -38,6 +38,7 @@ LOADING = 1 << 7
 MESSAGE_CONTENT_INTENT = 1 << 15
 ALL_PERMISSIONS = (1 << 50) - 1
 MANAGE_GUILD = 1 << 5
+MANAGE_THREADS = 1 << 34
 # view channels, send messages, embed links, attach files, read history, send in threads
 BASIC_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 38)
 
@@ -1006,6 +1007,26 @@ class FakeDiscord:
         ]
         return 200, {"threads": found, "members": [], "has_more": False}, {}
 
+    async def _archived_private_threads(self, channel: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
+        """GET /channels/{id}/threads/archived/private: needs Manage Threads (here: from the bot's roles)."""
+        parent = self.channels.get(int(channel)) or {}
+        guild = self.guilds.get(int(parent.get("guild_id") or 0))
+        if guild is None:
+            return 404, {"code": 10003, "message": "Unknown Channel"}, {}
+        mine = {guild["id"], *guild["members"].get(self.bot_user["id"], [])}
+        granted = 0
+        for role in guild["roles"]:
+            if role["id"] in mine:
+                granted |= int(role["permissions"])
+        if not granted & (MANAGE_THREADS | (1 << 3)):  # Manage Threads, or Administrator
+            return 403, {"code": 50013, "message": "Missing Permissions"}, {}
+        found = [
+            c
+            for c in self.channels.values()
+            if c.get("parent_id") == channel and c["type"] == 12 and c["thread_metadata"]["archived"]
+        ]
+        return 200, {"threads": found, "members": [], "has_more": False}, {}
+
     async def _get_message(self, channel: str, message: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
         data = self.messages.get(int(message))
         if data is None or data["channel_id"] != channel:
@@ -1199,6 +1220,7 @@ class FakeDiscord:
         ("POST", r"/channels/(?P<channel>\d+)/messages", _create_message),
         ("GET", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", _get_message),
         ("GET", r"/channels/(?P<channel>\d+)/threads/archived/public", _archived_threads),
+        ("GET", r"/channels/(?P<channel>\d+)/threads/archived/private", _archived_private_threads),
         ("PATCH", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", _edit_message),
         ("DELETE", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", _delete_message),
         ("POST", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)/threads", _create_thread),

@@ -16,6 +16,7 @@ from typing import Any
 
 from bot.discord_app.cogs.history import History
 from ingest.chat import ChatMessage, Window, chat_chunks, group_messages
+from tests.discord_fake import MANAGE_THREADS
 from tests.discord_harness import World, world
 from tests.fakes import FakeEmbedder, FakeLLM
 from tests.test_permissions import HISTORY, VIEW, echo_passages
@@ -447,3 +448,62 @@ async def test_forget_a_single_message_by_link_or_id_and_a_thread(tmp_path):
             c for c in stored_chunks(w) if "widget" in c.text
         ]
         assert "design note 8 on widget8" in [c.text for c in stored_chunks(w)]
+
+
+# -- private archived threads; edits and deletions while the bot was offline -----------------------------
+def prepare_private(fake: Any, guild: dict[str, Any]) -> dict[str, Any]:
+    """`prepare`, and an archived private thread in #design that alice belongs to."""
+    settings = prepare(fake, guild)
+    alice = next(u for u in fake._users.values() if u["username"] == "alice")
+    secret = fake.add_private_thread(fake.channel(guild, "design"), "secret plans", [alice])
+    secret["thread_metadata"]["archived"] = True
+    fake.seed_message(secret, alice, "the archived private plan is PRIV-31")
+    fake.add_role(guild, "bot threads", MANAGE_THREADS)  # given to the bot later
+    return settings
+
+
+async def test_private_archived_threads_are_indexed_with_manage_threads_for_their_members_only(tmp_path):
+    async with world(tmp_path, FakeLLM(default=echo_passages), prepare=prepare_private) as w:
+        design = w.fake.channel(w.guild, "design")
+        inter = await w.command(w.admin, "index add", channel=design)
+        reply = (await w.reply(inter, streamed=False))[0]["content"]
+        assert "give me **Manage Threads**" in reply, reply
+        await settled(w)
+        assert not any("PRIV-31" in c.text for c in stored_chunks(w))
+        assert not w.fake.rest_calls("GET", "/threads/archived/private")  # not asked for without the permission
+
+        threads = next(r for r in w.guild["roles"] if r["name"] == "bot threads")
+        await w.fake.set_member_roles(w.guild, w.fake.bot_user, [threads])
+        await w.fake.wait_for(lambda: w.bot.get_guild(int(w.guild["id"])).me.guild_permissions.manage_threads)
+        inter = await w.command(w.admin, "index add", channel=design)
+        reply = (await w.reply(inter, streamed=False))[0]["content"]
+        assert "secret plans" in reply and "Manage Threads" not in reply, reply
+        await settled(w)
+        [chunk] = [c for c in stored_chunks(w) if "PRIV-31" in c.text]
+        secret = next(c for c in w.fake.channels.values() if c.get("name") == "secret plans")
+        assert chunk.scope == secret["id"]  # a private thread: its own scope
+        assert "PRIV-31" in await ask_private(w, w.alice, "What is the archived private plan?")
+        assert "PRIV-31" not in await ask_private(w, w.bob, "What is the archived private plan?")
+
+
+async def test_edits_and_deletions_made_while_the_bot_was_offline_are_applied_at_start(tmp_path):
+    async with world(tmp_path, FakeLLM(default=echo_passages), prepare=prepare_files) as w:
+        design = w.fake.channel(w.guild, "design")
+        inter = await w.command(w.admin, "index add", channel=design)
+        await w.reply(inter, streamed=False)
+        await settled(w)
+        assert any("pelican" in t for t in file_docs(w))
+        await w.bot.unload_extension("bot.discord_app.cogs.history")  # the bot is offline
+        notes = {x["content"]: x for x in w.fake.channel_messages(design)}
+        notes["design note 50 on widget50"]["content"] = "design note 50: the marten code is MART-5"  # no event
+        gone = notes["design note 51 on widget51"]
+        w.fake.messages.pop(int(gone["id"]))
+        posted = next(m for m in w.fake.channel_messages(design) if m["attachments"])
+        w.fake.messages.pop(int(posted["id"]))
+        before = len(stored_chunks(w))
+        await w.bot.load_extension("bot.discord_app.cogs.history")
+        await settled(w)
+        texts = [c.text for c in stored_chunks(w)]
+        assert "design note 50: the marten code is MART-5" in texts and "design note 50 on widget50" not in texts
+        assert "design note 51 on widget51" not in texts and len(texts) == before - 1
+        assert not any("pelican" in t for t in file_docs(w))  # the deleted message's file is forgotten too

@@ -246,6 +246,22 @@ class HistoryLog:
             rows = [rows[i * total // limit] for i in range(limit)]
         return [ChatMessage(*r) for r in rows], total
 
+    def newest(self, channel: int, count: int) -> list[tuple[int, str]]:
+        """(id, text) of the channel's newest `count` stored messages, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, text FROM messages WHERE channel=? ORDER BY id DESC LIMIT ?", (channel, count)
+            ).fetchall()
+        return [(int(i), str(t)) for i, t in reversed(rows)]
+
+    def file_messages(self, channel: int, count: int) -> list[int]:
+        """Ids of the channel's newest `count` messages with indexed attachments."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT message FROM files WHERE channel=? ORDER BY message DESC LIMIT ?", (channel, count)
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
     def message_guild(self, message: int) -> int | None:
         """The guild of an indexed message (its text, or its attachments), or None."""
         with self._lock:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 
 import discord
 
@@ -91,6 +92,9 @@ class ReadableScopes:
 
     def __init__(self, cache_seconds: float = CACHE_SECONDS) -> None:
         self.cache_seconds = cache_seconds
+        # private threads discord.py does not cache (archived ones) whose content is indexed: set by
+        # the history cog (bot/discord_app/cogs/history.py), so their members may still read them
+        self.extra_threads: Callable[[discord.Guild], Iterable[discord.Thread]] | None = None
         self._cache: dict[tuple[int, int, frozenset[int]], tuple[float, frozenset[str]]] = {}
         self.computed = 0  # sets computed (not served from the cache): tests read it
 
@@ -137,7 +141,8 @@ class ReadableScopes:
             if can_read(perms):
                 found.add(str(channel.id))
                 readable_channels[channel.id] = perms
-        for thread in guild.threads:
+        more = self.extra_threads(guild) if self.extra_threads is not None else ()
+        for thread in [*guild.threads, *(t for t in more if guild.get_thread(t.id) is None)]:
             if thread.parent_id not in readable_channels:
                 continue
             if not thread.is_private():

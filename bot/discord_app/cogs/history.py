@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLUSH_DELAY_S = 0.2  # changes that arrive this close together are ingested together
+RESCAN = 200  # at each start, the newest stored messages of each channel re-read (offline edits, deletions)
 INDEXABLE_TYPES = (discord.TextChannel, discord.Thread, discord.ForumChannel)
 
 
@@ -90,6 +91,10 @@ class History(commands.Cog):
         self._frontier: dict[int, str] = {}
         self.flush_s = 0.0  # time ingesting windows (chunking, encoding, writing, the lexical index)
         self.flushing = False  # a flush is running (its windows may be unmarked before its lexical index is built)
+        self._rescanned: set[int] = set()  # channels whose newest messages were re-read since this start
+        # indexed private threads, kept so that their members may read them once archived (discord.py drops
+        # archived threads from its cache; bot/discord_app/permissions.py asks for these)
+        self.private_threads: dict[int, discord.Thread] = {}
 
     @property
     def idle(self) -> bool:
@@ -103,7 +108,11 @@ class History(commands.Cog):
             and not self.log.dirty()
         )
 
+    def _private_threads(self, guild: discord.Guild) -> list[discord.Thread]:
+        return [t for t in self.private_threads.values() if t.guild.id == guild.id]
+
     async def cog_load(self) -> None:
+        self.bot.readable.extra_threads = self._private_threads
         self._flusher = asyncio.create_task(self._flush_loop(), name="history-flush")
         self._starter = asyncio.create_task(self._start(), name="history-start")
 
@@ -112,6 +121,8 @@ class History(commands.Cog):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.bot.readable.extra_threads == self._private_threads:
+            self.bot.readable.extra_threads = None
         self.log.close()
 
     # -- start, backfill ------------------------------------------------------------------------
@@ -125,6 +136,15 @@ class History(commands.Cog):
             await self.add(channel)
         for known in await asyncio.to_thread(self.log.channels):
             self._backfill(known.channel)  # catch up from the checkpoint (messages sent while the bot was away)
+            if known.scope_parent and self.bot.get_channel(known.channel) is None:  # an archived private thread
+                try:
+                    thread = await self.bot.fetch_channel(known.channel)
+                except discord.HTTPException as exc:
+                    log.warning("cannot fetch private thread %s (its members may not read it): %s", known.name, exc)
+                else:
+                    if isinstance(thread, discord.Thread):
+                        self.private_threads[thread.id] = thread
+        self.bot.readable.invalidate()
         self._wake.set()  # windows left dirty by a crash
         self.started.set()
 
@@ -143,12 +163,23 @@ class History(commands.Cog):
         else:
             await asyncio.to_thread(self.log.mark_done, channel.id)  # a forum has no messages of its own
         if isinstance(channel, discord.Thread):
+            if channel.is_private() and channel.id not in self.private_threads:
+                self.private_threads[channel.id] = channel
+                self.bot.readable.invalidate(channel.guild.id)  # its members may read it, archived or not
             return added
         threads = [t for t in channel.guild.threads if t.parent_id == channel.id]
         try:
             threads += [t async for t in channel.archived_threads(limit=None)]
         except discord.HTTPException as exc:
             log.warning("cannot list the archived threads of %s: %s", channel.id, exc)
+        if isinstance(channel, discord.TextChannel):  # a forum's posts are public threads
+            if channel.permissions_for(channel.guild.me).manage_threads:
+                try:
+                    threads += [t async for t in channel.archived_threads(limit=None, private=True)]
+                except discord.HTTPException as exc:
+                    log.warning("cannot list the private archived threads of %s: %s", channel.id, exc)
+            else:
+                log.info("private archived threads of %s are not indexed: the bot lacks Manage Threads", channel.id)
         for thread in {t.id: t for t in threads}.values():
             added += await self.add(thread)
         return added
@@ -173,6 +204,12 @@ class History(commands.Cog):
         if not isinstance(channel, discord.abc.Messageable):
             return
         bots = self.bot.settings.index_bot_messages
+        if known.checkpoint and channel_id not in self._rescanned:
+            self._rescanned.add(channel_id)  # once per start: what changed while the bot was away
+            try:
+                await self._rescan(channel, known)
+            except discord.HTTPException as exc:
+                log.warning("re-reading the newest messages of %s failed: %s", channel_id, exc)
         started, count = time.monotonic(), 0
         log.info("backfill of %s (%s) from message %s", known.name, channel_id, known.checkpoint or "the start")
         try:
@@ -200,6 +237,37 @@ class History(commands.Cog):
             self._wake.set()
         await asyncio.to_thread(self.log.mark_done, channel_id)
         log.info("backfill of %s done: %d messages in %.1f s", known.name, count, time.monotonic() - started)
+
+    async def _rescan(self, channel: discord.abc.Messageable, known: Indexed) -> None:
+        """Re-read the channel's newest RESCAN stored messages: edits and deletions made to them while
+        the bot was offline (Discord replays no events) are applied. Older ones are not re-read."""
+        stored = await asyncio.to_thread(self.log.newest, known.channel, RESCAN)
+        with_files = await asyncio.to_thread(self.log.file_messages, known.channel, RESCAN)
+        if not stored and not with_files:
+            return
+        bots = self.bot.settings.index_bot_messages
+        seen: dict[int, str] = {}
+        present: set[int] = set()
+        low = min([mid for mid, _ in stored] + with_files)
+        after, before = discord.Object(id=low - 1), discord.Object(id=known.checkpoint + 1)
+        async for m in channel.history(limit=None, after=after, before=before, oldest_first=True):
+            present.add(m.id)
+            if indexable(m, bots=bots):
+                seen[m.id] = to_chat(m).text
+        gone = [mid for mid, _ in stored if mid not in seen] + [mid for mid in with_files if mid not in present]
+        edited = [(mid, seen[mid]) for mid, text in stored if mid in seen and seen[mid] != text]
+        for mid, text in edited:
+            await asyncio.to_thread(self.log.edit, mid, text)
+        files = await self._deleted(known.guild, gone) if gone else 0
+        if gone or edited:
+            self._wake.set()
+            log.info(
+                "%s changed while the bot was away: %d edited, %d deleted (%d files)",
+                known.name,
+                len(edited),
+                len(gone),
+                files,
+            )
 
     # -- ingesting windows ------------------------------------------------------------------------
     async def _flush_loop(self) -> None:
@@ -268,6 +336,7 @@ class History(commands.Cog):
         namespace = f"g{known.guild}"
         forgotten = 0
         for target in targets:
+            self.private_threads.pop(target.channel, None)
             task = self.backfills.pop(target.channel, None)
             if task is not None:
                 task.cancel()
@@ -465,10 +534,16 @@ class History(commands.Cog):
         await interaction.response.defer(ephemeral=True, thinking=True)
         added = await self.add(resolved)
         names = ", ".join(added) or "nothing new"
+        private = ""
+        if isinstance(resolved, discord.TextChannel) and not perms.manage_threads:
+            private = (
+                "\n-# Its archived private threads are not indexed: give me **Manage Threads** there "
+                "and run /index add again to include them."
+            )
         await say(
             interaction,
             f"Indexing {resolved.mention}: added {names}. The backfill runs in the background; "
-            "see /index status. Members who may not read the channel never get its messages in answers.",
+            f"see /index status. Members who may not read the channel never get its messages in answers.{private}",
             ephemeral=True,
         )
 
