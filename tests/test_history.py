@@ -507,3 +507,17 @@ async def test_edits_and_deletions_made_while_the_bot_was_offline_are_applied_at
         assert "design note 50: the marten code is MART-5" in texts and "design note 50 on widget50" not in texts
         assert "design note 51 on widget51" not in texts and len(texts) == before - 1
         assert not any("pelican" in t for t in file_docs(w))  # the deleted message's file is forgotten too
+
+
+async def test_status_counts_indexed_messages_apart_from_documents(tmp_path):
+    async with world(tmp_path, FakeLLM(default=echo_passages), prepare=prepare) as w:
+        await settled(w)
+        w.add_document("handbook.md", "# Handbook\n\nNew people get a laptop on their first day.\n")
+        inter = await w.command(w.alice, "status")
+        [reply] = await w.reply(inter, streamed=False)
+        fields = {f["name"]: f["value"] for f in reply["embeds"][0]["fields"]}
+        assert fields["Documents"] == "1" and fields["Chunks"] == "1", fields  # the handbook alone
+        assert fields["Indexed messages"] == f"{GENERAL} (1 channel, 1 day)", fields
+        inter = await w.command(w.alice, "index status")
+        [reply] = await w.reply(inter, streamed=False)
+        assert f"{GENERAL} indexed messages in 1 channel and threads, and 0 attached files" in reply["content"]

@@ -254,6 +254,17 @@ class HistoryLog:
             ).fetchall()
         return [(int(i), str(t)) for i, t in reversed(rows)]
 
+    def totals(self, guild: int) -> tuple[int, int, int]:
+        """(messages stored, indexed channels and threads, attached files) of `guild`."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT (SELECT COUNT(*) FROM messages m JOIN channels c ON c.channel=m.channel WHERE c.guild=?), "
+                "(SELECT COUNT(*) FROM channels WHERE guild=?), "
+                "(SELECT COUNT(*) FROM files f JOIN channels c ON c.channel=f.channel WHERE c.guild=?)",
+                (guild, guild, guild),
+            ).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
     def file_messages(self, channel: int, count: int) -> list[int]:
         """Ids of the channel's newest `count` messages with indexed attachments."""
         with self._lock:

@@ -577,7 +577,12 @@ class History(commands.Cog):
                 interaction, "No channel you can read is indexed. Admins add one with /index add.", ephemeral=True
             )
             return
-        lines = ["**Indexed channels**"]
+        messages, channels, files = await asyncio.to_thread(self.log.totals, interaction.guild.id)
+        lines = [
+            "**Indexed channels**",
+            f"-# This server: {messages} indexed messages in {channels} channel{'s' * (channels != 1)} and "
+            f"threads, and {files} attached file{'s' * (files != 1)} (those count among /status's documents).",
+        ]
         for r in rows[:40]:
             count = await asyncio.to_thread(self.log.count, r.channel)
             state = "following live" if r.done else "backfilling"

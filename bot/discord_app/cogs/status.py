@@ -54,8 +54,17 @@ class StatusCog(commands.Cog):
         embed = discord.Embed(title="ragcord status", colour=discord.Colour.blurple())
         embed.add_field(name="Model", value=st.model if admin else public_name(st.model), inline=False)
         embed.add_field(name="Embedder", value=st.embedder if admin else public_name(st.embedder), inline=False)
-        embed.add_field(name="Documents", value=str(st.documents))
-        embed.add_field(name="Chunks", value=str(st.chunks))
+        # indexed channel history apart from documents: its day windows are documents in the store
+        docs = await asyncio.to_thread(bot.service.documents, namespace)
+        chat = [d for d in docs if d.kind == "chat"]
+        embed.add_field(name="Documents", value=str(st.documents - len(chat)))
+        embed.add_field(name="Chunks", value=str(st.chunks - sum(d.chunks for d in chat)))
+        history = bot.get_cog("History")
+        if history is not None and interaction.guild is not None:
+            messages, channels, _files = await asyncio.to_thread(history.log.totals, interaction.guild.id)  # type: ignore[attr-defined]
+            if channels:
+                where = f"{channels} channel{'s' * (channels != 1)}, {len(chat)} day{'s' * (len(chat) != 1)}"
+                embed.add_field(name="Indexed messages", value=f"{messages} ({where})")
         state = "generating" if queue.busy else "idle"
         embed.add_field(name="Queue", value=f"{queue.waiting} waiting ({state})")
         embed.add_field(name="Uptime", value=duration(time.monotonic() - bot.started_at))
