@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "ingest",
         help="add or update documents (PDF, Markdown, text, HTML, Office, OpenDocument, EPUB, RTF, e-mail, "
-        "images by OCR; folders are walked)",
+        "images by OCR; folders are walked; http(s) URLs are fetched)",
     )
     p.add_argument(
         "paths",
