@@ -143,7 +143,7 @@ class _Guard:
             infos = future.result(timeout=timeout)
         except FutureTimeout as exc:
             raise HostRefused(f"looking up {host} took too long; check the address or try again later") from exc
-        except (socket.gaierror, UnicodeError) as exc:
+        except (OSError, UnicodeError, ValueError) as exc:  # gaierror; a name the resolver rejects
             log.info("DNS lookup of %s failed: %s", host, exc)
             raise HostRefused(f"cannot find the host {host} (DNS lookup failed); check the address") from exc
         found = list(dict.fromkeys((int(family), str(sockaddr[0])) for family, _t, _p, _c, sockaddr in infos))
@@ -272,10 +272,20 @@ def _read(url: str, response: httpx.Response, options: FetchOptions, deadline: f
         )
     name = _short(url)
     declared = got.get("content-length", "")
-    if declared.isdigit() and int(declared) > options.max_bytes and _encoding(got) == "identity":
+    if declared.isdigit() and int(declared) > options.max_bytes:  # compressed: more still once inflated
         raise _too_big(name, int(declared), options)
+    try:
+        return _stream(url, name, response, options, deadline, common)
+    except zlib.error as exc:
+        log.info("%s: cannot decompress the body: %s", response.url, exc)
+        raise FetchError(f"{name}: the server sent a damaged compressed body; try again later") from exc
+
+
+def _stream(
+    url: str, name: str, response: httpx.Response, options: FetchOptions, deadline: float, common: dict[str, Any]
+) -> Fetched:
     data = bytearray()
-    decoder = _decoder(_encoding(got), name)
+    decoder = _decoder(_encoding(response.headers), name)
     for raw in response.iter_raw(_CHUNK):
         if decoder is None:
             data += raw

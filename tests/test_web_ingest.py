@@ -520,3 +520,19 @@ def test_https_verifies_the_urls_host_name_while_connecting_to_the_checked_addre
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_damaged_compressed_body_is_one_line_not_a_crash(service, site):
+    site.routes["/bad"] = Route(body=b"this is not gzip at all", headers={"Content-Encoding": "gzip"})
+    result = service.ingestor.ingest_url(NS, site.url("/bad"), fetch=OPEN)
+    assert result.status == "failed" and "damaged compressed body" in result.reason  # the server's fault: retry
+    assert service.documents(NS) == []
+
+
+def test_a_host_name_the_resolver_rejects_is_one_line(monkeypatch):
+    def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> list[Any]:
+        raise ValueError("embedded null character")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with pytest.raises(FetchError, match="cannot find the host bad.example"):
+        fetch("http://bad.example/", OPEN)
