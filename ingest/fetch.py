@@ -506,7 +506,10 @@ def ingest_url(
     except LoadError as exc:
         return IngestResult(source, name, "skipped", str(exc), doc_id=doc_id)
     if kind == "html":
-        page = web_loader.extract(got.data, url=got.url, charset=got.charset)
+        try:
+            page = web_loader.extract(got.data, url=got.url, charset=got.charset)
+        except LoadError as exc:  # binary bytes called HTML
+            return IngestResult(source, name, "skipped", str(exc), doc_id=doc_id)
         if page is not None:  # else the HTML loader reads all of its visible text
             data, load = web_loader.encode(*page), web_loader.load
     item = Source(lambda: data, name, source, None, meta)

@@ -536,3 +536,10 @@ def test_a_host_name_the_resolver_rejects_is_one_line(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     with pytest.raises(FetchError, match="cannot find the host bad.example"):
         fetch("http://bad.example/", OPEN)
+
+
+def test_binary_bytes_served_as_html_are_refused_in_one_line(service, site):
+    site.routes["/bin"] = Route(body=bytes(range(256)) * 20, headers={"Content-Type": "text/html"})
+    result = service.ingestor.ingest_url(NS, site.url("/bin"), fetch=OPEN)
+    assert result.status == "skipped" and "looks like a binary file" in result.reason
+    assert service.documents(NS) == []

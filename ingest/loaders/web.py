@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ingest.loaders import DEFAULT_MAX_TEXT_CHARS, LoadError, cap_text
@@ -42,7 +43,7 @@ def extract(data: bytes, *, url: str, charset: str = "") -> tuple[str, list[Sect
     if not declared:
         m = _META_CHARSET.search(data[:4096])
         declared = m.group(1).decode("ascii", errors="ignore") if m else "utf-8"
-    markup = decode_text(data, url, declared=declared)
+    markup = decode_text(data, PurePosixPath(url.split("?", 1)[0]).name or url, declared=declared)
     try:
         found = trafilatura.bare_extraction(
             markup,
