@@ -203,17 +203,21 @@ class Ingestor:
                 path = self.refusals.path.with_name("web-cache.json") if self.refusals.path else None
                 self._web_cache = WebCache(path)
         options = fetch or FetchOptions(max_bytes=self.max_bytes)
-        return ingest_url(
-            self,
-            namespace,
-            url,
-            options=options,
-            cache=self._web_cache,
-            source=source,
-            extra=extra,
-            progress=progress,
-            isolated=isolated,
-        )
+        try:
+            return ingest_url(
+                self,
+                namespace,
+                url,
+                options=options,
+                cache=self._web_cache,
+                source=source,
+                extra=extra,
+                progress=progress,
+                isolated=isolated,
+            )
+        except StoreError as exc:  # as `ingest_bytes`: the store's message, for the report
+            log.warning("ingest of %s into %s failed: %s", url, namespace, exc)
+            return IngestResult(source or url, url, "failed", str(exc), doc_id=document_id_for(source or url))
 
     def _parse_here(self, data: bytes, filename: str, **kwargs: Any) -> LoadedDocument:
         return (self._pdf_parse or load_bytes)(data, filename, **kwargs)

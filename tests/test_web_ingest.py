@@ -543,3 +543,16 @@ def test_binary_bytes_served_as_html_are_refused_in_one_line(service, site):
     result = service.ingestor.ingest_url(NS, site.url("/bin"), fetch=OPEN)
     assert result.status == "skipped" and "looks like a binary file" in result.reason
     assert service.documents(NS) == []
+
+
+def test_a_store_outage_fails_the_url_with_the_stores_message(service, site, monkeypatch):
+    from store.protocol import StoreUnavailable
+
+    site.routes["/guide"] = html()
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("the store is unreachable")
+
+    monkeypatch.setattr(service.store, "document", down)
+    result = service.ingestor.ingest_url(NS, site.url("/guide"), fetch=OPEN)
+    assert result.status == "failed" and result.reason == "the store is unreachable"
