@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         scored = probe.score(qa["question"], hits, service.embedder.embed_query(qa["question"]))
         read += time.perf_counter() - t
-        cases[split].append((str(qa["answers"][0]), hits, scored))
+        cases[split].append((str(qa["answers"][0]), hits, scored, qa["question"]))
     n = sum(len(v) for v in cases.values())
     print(f"{n} questions scored in {time.perf_counter() - started:.0f} s; reading {read / n * 1000:.0f} ms/question")
 
@@ -80,16 +80,16 @@ def main(argv: list[str] | None = None) -> int:
         figures = []
         for split in ("tune", "held"):
             found = 0
-            for gold, hits, scored in cases[split]:
+            for gold, hits, scored, question in cases[split]:
                 rescored = [selector.rescore(s) for s in scored]
-                lead = selector.lead_from(rescored, hits)
+                lead = selector.lead_from(rescored, hits, question)
                 found += bool(lead and contains(lead.text, gold))
             figures.append(found / max(1, len(cases[split])))
         rows.append([name, f"{weights.lexical:g}/{weights.dense:g}/{weights.rank:g}", *figures])
     evidence = []
     for split in ("tune", "held"):
         evidence.append(
-            sum(any(contains(h.chunk.text, g) for h in hits[:3]) for g, hits, _ in cases[split])
+            sum(any(contains(h.chunk.text, g) for h in hits[:3]) for g, hits, _, _ in cases[split])
             / max(1, len(cases[split]))
         )
     rows.append(["(ceiling: a top-3 passage contains gold)", "", *evidence])
@@ -98,23 +98,27 @@ def main(argv: list[str] | None = None) -> int:
     # shown with a caution; "confidently wrong" counts only the leads shown without one
     default = SentenceSelector(None)
     conf_rows = []
-    for threshold in (0.0, 0.2, 0.3, 0.4, 0.5, 0.6):
+    for threshold, margin in [(t, 0.0) for t in (0.0, 0.4, 0.5, 0.6, 0.65)] + [(0.6, m) for m in (0.05, 0.1, 0.15)]:
         figures = []
         for split in ("tune", "held"):
             sure = wrong = 0
-            for gold, hits, scored in cases[split]:
-                lead = default.lead_from(scored, hits)
-                if lead is None or lead.lexical < threshold:
+            for gold, hits, scored, question in cases[split]:
+                lead = default.lead_from(scored, hits, question)
+                if lead is None or lead.lexical < threshold or lead.margin < margin:
                     continue
                 sure += 1
                 wrong += not contains(lead.text, gold) and any(contains(h.chunk.text, gold) for h in hits)
             n = max(1, len(cases[split]))
             figures += [sure / n, wrong / n]
-        conf_rows.append([f"{threshold:.1f}", *figures])
+        conf_rows.append([f"{threshold:.2f}", f"{margin:.2f}", *figures])
     print(f"\nlead contains the gold answer (tune {len(cases['tune'])}, held out {len(cases['held'])} questions)")
     print(table(["reader", "weights lex/dense/rank", "tune", "held out"], rows))
-    print("\nleads shown without a caution when the best sentence covers this much of the question (lexical):")
-    heads = ["lexical >=", "tune: no caution", "tune: confidently wrong", "held: no caution", "held: confidently wrong"]
+    print(
+        "\nleads shown without a caution when the best sentence covers this much of the question (lexical)"
+        " and outscores the best sentence the lead does not show by this margin:"
+    )
+    heads = ["lexical >=", "margin >=", "tune: no caution", "tune: confidently wrong"]
+    heads += ["held: no caution", "held: confidently wrong"]
     print(table(heads, conf_rows))
     return 0
 

@@ -44,6 +44,7 @@ LeadSource = Literal["model", "quote", ""]
 DECLINE = "I couldn't find anything about that in the documents I have."
 CAUTION = "The closest passages are only loosely related, so treat this answer with care."
 PARTIAL = "The quoted sentence matches only part of your question: check it against the sources."
+CLOSE_CALL = "Other sentences of the sources match your question almost as well: check the quote against them."
 QUOTED = "Quoted from the documents: the model's phrasing did not pass the checks."
 QUOTED_MODEL_FAILED = "Quoted from the documents: the model failed while phrasing an answer."
 ENCODER_CHANGED = (
@@ -253,7 +254,7 @@ class Answerer:
         scores = [h.dense or 0.0 for h in hits]
         t1 = time.perf_counter()
         scored = self.selector.score(answer.search_query, hits, vector)
-        lead = self.selector.lead_from(scored, hits)
+        lead = self.selector.lead_from(scored, hits, answer.search_query)
         by_passage: dict[int, dict[int, float]] = {}
         for s in scored:
             by_passage.setdefault(s.number, {})[s.position] = s.score
@@ -261,8 +262,9 @@ class Answerer:
         if lead is not None:
             answer.lead = Citation(lead.number, lead.chunk, lead.text, scores[lead.number - 1])
             answer.lead_core = lead.core
-            if lead.lexical < SURE_LEXICAL and answer.status == "answered":
-                answer.status, answer.note = "cautious", PARTIAL
+            if not lead.sure and answer.status == "answered":
+                answer.status = "cautious"
+                answer.note = PARTIAL if lead.lexical < SURE_LEXICAL else CLOSE_CALL
             events.append(Evidence(answer.lead))
         answer.led_by = "quote"
         return Prepared(answer, events, lead, self.mode == "extract" or self.llm is None, by_passage)

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bot.citations import shorten
 from bot.prompts import instruction_like
-from store.text import idf_weights, split_sentences, terms, words
+from store.text import content_words, idf_weights, split_sentences, terms, words
 from store.types import Chunk, Hit
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,15 @@ DENSE_WEIGHT = 1.0
 RANK_WEIGHT = 0.25
 FRAGMENT_WORDS = 6  # a best sentence shorter than this takes its neighbour
 LEAD_CHARS = 300  # what a member reads first; a neighbour is added only within it
-TITLE_ROOM = 20  # of which the quote marks and its number take about this much (the source follows the quote)
+TITLE_ROOM = 5  # of which the quote marks take this much (the source and its number follow the quote)
 EXTEND = True  # add the better neighbour when both fit (measured: bench/reader.py)
 # A lead whose best sentence holds less than this idf-weighted share of the question's terms
 # is shown with a caution (bench/reader.py: at 0.6, 66% of XQuAD answers go without one, and
 # 4.6% / 5.4% (tune / held out) of answers are then wrong without a caution, against 14% / 16%).
 SURE_LEXICAL = 0.6
+# ... or whose best sentence outscores the best one it does not show by less than this: the
+# reader could not tell them apart (tune: confidently wrong 0.052 -> 0.033, bench/reader.py).
+SURE_MARGIN = 0.1
 
 Embed = Callable[[Sequence[str]], np.ndarray]
 
@@ -77,6 +81,12 @@ class Lead:
     lexical: float
     dense: float
     core: str = ""  # the best sentence alone (the text is it with a neighbour, or the same)
+    margin: float = 1.0  # the best sentence's score minus that of the best sentence the lead does not show
+
+    @property
+    def sure(self) -> bool:
+        """Shown without a caution: it holds most of the question's terms and clearly beats the rest."""
+        return self.lexical >= SURE_LEXICAL and self.margin >= SURE_MARGIN
 
 
 def collapse(text: str) -> str:
@@ -138,10 +148,11 @@ class SentenceSelector:
         return dataclasses.replace(s, score=score)
 
     def select(self, question: str, hits: Sequence[Hit], query_vector: np.ndarray | None = None) -> Lead | None:
-        return self.lead_from(self.score(question, hits, query_vector), hits)
+        return self.lead_from(self.score(question, hits, query_vector), hits, question)
 
-    def lead_from(self, scored: Sequence[ScoredSentence], hits: Sequence[Hit]) -> Lead | None:
-        """The best sentence, with its neighbour when it is a fragment."""
+    def lead_from(self, scored: Sequence[ScoredSentence], hits: Sequence[Hit], question: str = "") -> Lead | None:
+        """The best sentence, with its better neighbour when both fit in what a member reads first
+        (always when it is a fragment); a sentence too long for it is cut around the question's words."""
         if not scored:
             return None
         best = max(scored, key=lambda s: (s.score, -s.number, -s.position))
@@ -150,12 +161,30 @@ class SentenceSelector:
         siblings = {s.position: s for s in scored if s.number == best.number}
         after, before = siblings.get(best.position + 1), siblings.get(best.position - 1)
         fragment = len(words(text)) < FRAGMENT_WORDS or not text.rstrip("\"')]”’").endswith((".", "!", "?", ":"))
-        if fragment:
-            neighbour = after or before
-        elif self.extend:  # room left in what a member reads first: the better-scoring neighbour too
-            neighbour = max((s for s in (after, before) if s is not None), key=lambda s: s.score, default=None)
+        present = [s for s in (after, before) if s is not None]
+        if fragment:  # "It did.", a heading: the sentence after it first
+            neighbours = present
+        elif self.extend:  # room left in what a member reads first: the better-scoring neighbour that fits
+            neighbours = sorted(present, key=lambda s: -s.score)
         else:
-            neighbour = None
-        if neighbour is not None and len(text) + len(neighbour.text) + 1 <= LEAD_CHARS - TITLE_ROOM:
-            text = f"{text} {neighbour.text}" if neighbour is after else f"{neighbour.text} {text}"
-        return Lead(best.number, chunk, text, best.score, best.lexical, best.dense, best.text)
+            neighbours = []
+        room = LEAD_CHARS - TITLE_ROOM
+        shown = [best]
+        if len(text) > room:  # one long sentence: the part around the question's words, cut with "…"
+            text = shorten(text, room, around=set(content_words(question)))
+        else:
+            for neighbour in neighbours:
+                if len(text) + len(neighbour.text) + 1 <= room:
+                    text = f"{text} {neighbour.text}" if neighbour is after else f"{neighbour.text} {text}"
+                    shown.append(neighbour)
+                    break
+            else:  # no neighbour fits: the passage's next-best sentence that does, after a "…"
+                others = [s for s in siblings.values() if s not in present and s is not best]
+                fits = [s for s in others if len(text) + len(s.text) + 3 <= room]
+                if self.extend and fits:
+                    other = max(fits, key=lambda s: s.score)
+                    text = f"{text} … {other.text}" if other.position > best.position else f"{other.text} … {text}"
+                    shown.append(other)
+        rest = max((s.score for s in scored if s not in shown), default=None)
+        margin = best.score - rest if rest is not None else 1.0
+        return Lead(best.number, chunk, text, best.score, best.lexical, best.dense, best.text, margin)

@@ -134,6 +134,20 @@ def test_a_good_cited_answer_leads(service, docs_dir, fake_llm):
     )
 
 
+def test_a_good_answer_too_long_to_leave_room_for_its_quote_does_not_lead(service, docs_dir, fake_llm):
+    service.ingest_paths(NS, [docs_dir])
+    padding = (
+        " It is read when the bot starts, before it connects to the gateway of Discord."
+        " Keep it out of the repository, out of the logs and out of any shared configuration file."
+        " Rotate it in the developer portal whenever someone who knew it leaves the team for good."
+    )
+    fake_llm.replies = [f"The token comes from the DISCORD_TOKEN environment variable [1].{padding}"]
+    answer = service.ask(NS, "Where is the Discord token read from?")
+    assert answer.led_by == "quote" and answer.rejected.startswith("too long to lead")
+    quote = '"The Discord token is read from the DISCORD_TOKEN environment variable only."'
+    assert answer.reply[:300].startswith(quote)
+
+
 def test_a_looping_model_never_leads(service, docs_dir, fake_llm):
     service.ingest_paths(NS, [docs_dir])
     fake_llm.replies = ["The token is " + "not available and " * 20]
@@ -203,3 +217,38 @@ def test_a_lead_that_covers_little_of_the_question_carries_a_caution(service, do
     partial = service.ask(NS, "How long do refunds take for enterprise customers abroad?")
     assert partial.lead is not None and "Refunds take ten business days." in partial.lead.quote
     assert partial.status == "cautious" and PARTIAL in partial.note
+
+
+def test_a_sentence_too_long_to_read_first_is_cut_around_the_question_words():
+    filler = "which was built over many years by several crews working in difficult conditions along the coast, "
+    long = "The lighthouse, " + filler * 3 + "was finally lit by keeper Anna Berg in the spring of 1871, " + filler
+    lead = SentenceSelector(None).select("Who finally lit it in the spring?", hits(long))
+    assert lead is not None and len(lead.text) <= 300
+    assert "Anna Berg" in lead.text and lead.text.startswith("…")  # around the matching words, not the first 300
+    assert lead.text.strip("…") in " ".join(long.split())  # verbatim between its cuts
+
+
+def test_when_no_neighbour_fits_the_passage_next_best_sentence_follows_an_ellipsis():
+    padding = "The committee met in a hall whose walls were lined with old maps and portraits of founders. " * 2
+    passage = (
+        "The river bridge opened to traffic in 1932 after four years of work by the city engineers. "
+        + "Its long approach ramps, "
+        + "lined with trees, " * 10
+        + "were praised by visitors and residents. "
+        + padding
+        + "The bridge cost 3 million dollars."
+    )
+    question = "When did the river bridge open to traffic, and what did it cost?"
+    lead = SentenceSelector(None).select(question, hits(passage))
+    assert lead is not None and len(lead.text) <= 300
+    assert lead.text.startswith("The river bridge opened") and " … The bridge cost 3 million dollars." in lead.text
+
+
+def test_a_close_call_between_two_passages_is_not_sure():
+    # passages 2 and 3 say nearly the same; rank alone (1/2 vs 1/3, weight 0.25) barely separates them
+    nine, ten = "The ferry leaves at nine in the morning.", "The ferry leaves at ten in the morning."
+    asked = "When does the ferry leave in the morning?"
+    lead = SentenceSelector(None).select(asked, hits("Gulls nest here.", nine, ten))
+    assert lead is not None and lead.lexical >= 0.6 and lead.margin < 0.1 and not lead.sure
+    clear = SentenceSelector(None).select("When does the ferry leave in the morning?", hits(nine, "Gulls nest here."))
+    assert clear is not None and clear.sure
