@@ -13,7 +13,10 @@ beside ragcord's ordering in the same run, at the resolutions and detector sides
   get indexed text, pages OCR'd, pages/s.
 
 Character accuracy is 1 - Levenshtein distance / length of the truth, on text with every run
-of whitespace made one space ("raw" is the engine's own box order, one box a line).
+of whitespace made one space ("raw" is the engine's own box order, one box a line); word
+accuracy is the same on words (whitespace-separated), so words run together count as
+errors. "unspaced" is ragcord's order without `restore_spaces` (the spaces the recognizer
+dropped, put back where the image shows a word gap), from the same engine call's boxes.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ DEFAULT_DATA = Path(os.environ.get("RAGCORD_BENCH_DATA", "/work/shared/data"))
 _SPACES = re.compile(r"\s+")
 
 
-def levenshtein(a: str, b: str) -> int:
+def levenshtein(a: Any, b: Any) -> int:
     """Edit distance, O(len(a) * len(b)) time and O(len(b)) memory."""
     if len(a) < len(b):
         a, b = b, a
@@ -56,13 +59,29 @@ def accuracy(text: str, truth: str) -> float:
     return max(0.0, 1 - levenshtein(text, truth) / max(1, len(truth)))
 
 
-def ocr_image(image: Any, options: OcrOptions) -> tuple[str, str, float, float]:
-    """(raw text, ordered text, seconds, confidence) of one image."""
+def word_accuracy(text: str, truth: str) -> float:
+    words = truth.split()
+    return max(0.0, 1 - levenshtein(text.split(), words) / max(1, len(words)))
+
+
+def ocr_image(image: Any, options: OcrOptions) -> tuple[str, str, str, float, float]:
+    """(raw text, ordered text, ordered text without restored spaces, seconds, confidence) of one image."""
     started = time.perf_counter()
     page = ocr_module.recognise(image, options)
     seconds = time.perf_counter() - started
-    boxes, _ = ocr_module.run_engine(ocr_module.to_rgb_array(image), options)  # the raw order, untimed
-    return ocr_module.raw_text(boxes), page.text, seconds, page.confidence
+    rgb = ocr_module.to_rgb_array(image)
+    if page.rotated:
+        rgb = rgb[::-1, ::-1]
+    boxes, _ = ocr_module.run_engine(rgb, options, use_cls=not page.rotated)  # untimed
+    unspaced, _ = ocr_module.run_engine(rgb, options, use_cls=not page.rotated, respace=False)
+    plain = ocr_module.boxes_to_text(ocr_module.order_boxes(unspaced))
+    return ocr_module.raw_text(boxes), page.text, plain, seconds, page.confidence
+
+
+def scores(raw: str, ordered: str, plain: str, truth: str) -> list[float]:
+    """raw, ordered and unspaced character accuracy, then ordered and unspaced word accuracy."""
+    chars = [accuracy(raw, truth), accuracy(ordered, truth), accuracy(plain, truth)]
+    return [*chars, word_accuracy(ordered, truth), word_accuracy(plain, truth)]
 
 
 def linn_rows(data: Path, configs: list[tuple[int, int]], threads: int) -> list[list[Any]]:
@@ -76,10 +95,10 @@ def linn_rows(data: Path, configs: list[tuple[int, int]], threads: int) -> list[
         options = OcrOptions(dpi=dpi, det_side=side, threads=threads)
         ocr_module.engine(side, threads)  # loaded outside the timing
         image = render_page(pdf[0], dpi)
-        raw, ordered, seconds, confidence = ocr_image(image, options)
+        raw, ordered, plain, seconds, confidence = ocr_image(image, options)
         rows.append(
-            [f"linn.pdf p.1 {dpi} dpi", side, f"{image.width}x{image.height}", accuracy(raw, truth),
-             accuracy(ordered, truth), seconds, confidence]
+            [f"linn.pdf p.1 {dpi} dpi", side, f"{image.width}x{image.height}",
+             *scores(raw, ordered, plain, truth), seconds, confidence]
         )  # fmt: skip
         print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     return rows
@@ -101,9 +120,9 @@ def image_rows(data: Path, options: OcrOptions) -> tuple[list[list[Any]], list[l
     for name, truth_name in GROUND_TRUTH.items():
         truth = (folder / "groundtruth" / truth_name).read_text(encoding="utf-8")
         image = Image.open(folder / name)
-        raw, ordered, seconds, confidence = ocr_image(image, options)
+        raw, ordered, plain, seconds, confidence = ocr_image(image, options)
         size = f"{image.width}x{image.height}"
-        rows.append([name, options.det_side, size, accuracy(raw, truth), accuracy(ordered, truth), seconds, confidence])
+        rows.append([name, options.det_side, size, *scores(raw, ordered, plain, truth), seconds, confidence])
         print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     probes = []
     with (folder / "MANIFEST.tsv").open(encoding="utf-8") as handle:
@@ -161,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     configs = [(int(d), int(s)) for d, s in (pair.split(":") for pair in args.configs.split(","))]
-    headers = ["page", "det side", "pixels", "raw acc", "ragcord acc", "s/page", "confidence"]
+    headers = ["page", "det side", "pixels", "raw acc", "ragcord acc", "unspaced acc", "word acc", "unspaced word acc",
+               "s/page", "confidence"]  # fmt: skip
     rows = linn_rows(args.data, configs, args.threads)
     payload: dict[str, Any] = {"linn": rows}
     default = OcrOptions(threads=args.threads)

@@ -40,6 +40,7 @@ from ingest.commit import Committer
 from ingest.limits import check_declared_size, read_within_limit
 from ingest.loaders import DEFAULT_MAX_PAGES, DEFAULT_MAX_TEXT_CHARS, LoadError, load_bytes
 from ingest.loaders.image import image_format
+from ingest.loaders.ocr import TEXT_VERSION as OCR_TEXT_VERSION
 from ingest.loaders.ocr import OcrOptions, progress_to
 from ingest.refusals import Refusals
 from ingest.sources import (
@@ -105,7 +106,11 @@ class Ingestor:
         # read (PDFs, images), so changing one re-reads them; threads and the time budget are not.
         self.ocr = ocr  # None: the loaders' defaults (or what `pdf_parse` binds)
         o = ocr or OcrOptions()
-        self._ocr_sig = f"|ocr={o.dpi}:{o.det_side}:{o.min_confidence:g}:{o.max_pages}" if o.enabled else "|ocr=off"
+        self._ocr_sig = (
+            f"|ocr={o.dpi}:{o.det_side}:{o.min_confidence:g}:{o.max_pages}:v{OCR_TEXT_VERSION}"
+            if o.enabled
+            else "|ocr=off"
+        )
         self._ocr_kwargs: dict[str, Any] = {"ocr": ocr} if ocr is not None else {}
         self.pdf_timeout, self.max_pages, self.max_text_chars = pdf_timeout, max_pages, max_text_chars
         self._pdf_parse = pdf_parse  # None: `load_bytes` (tests pass one that misbehaves on purpose)

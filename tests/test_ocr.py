@@ -379,3 +379,56 @@ def test_changing_an_ocr_setting_that_changes_the_text_re_ocrs_and_others_re_rea
         assert ingest()["scan.png"] != "unchanged" and len(calls) == count + 1
     finally:
         store.close()
+
+
+# -- spaces the recognizer drops ------------------------------------------------------------------
+BOLD = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
+
+
+def tracked(
+    lines: list[str], size: int = 40, track: float = 0.35, word: float = 1.0
+) -> tuple[Image.Image, list[list[float]]]:
+    """Capitals spaced out as on an alert screen (the recognizer reads "THISISATEST"), and each
+    character's centre (x) per line."""
+    face = ImageFont.truetype(str(BOLD), size) if BOLD.exists() else font(size)
+    image = Image.new("RGB", (1400, 60 + 90 * len(lines)), "white")
+    pen = ImageDraw.Draw(image)
+    centres: list[list[float]] = []
+    for i, line in enumerate(lines):
+        x, row = 40.0, []
+        for c in line:
+            width = word * size if c == " " else face.getlength(c)
+            row.append(x + width / 2)
+            if c != " ":
+                pen.text((x, 40 + 90 * i), c, fill="black", font=face)
+                width += track * size
+            x += width
+        centres.append(row)
+    return image, centres
+
+
+@slow
+def test_words_the_recognizer_runs_together_are_spaced_again() -> None:
+    image, _ = tracked(["THIS IS A TEST OF THE NATIONAL", "EMERGENCY ALERT SYSTEM"])
+    page = ocr_module.recognise(image)
+    assert words(page.text) == "this is a test of the national emergency alert system", page.text
+
+
+def test_restore_spaces_puts_a_space_only_where_the_image_shows_a_word_gap() -> None:
+    import numpy as np
+
+    image, [centres] = tracked(["THIS IS A TEST."], track=0.1, word=0.9)
+    grey = np.asarray(image.convert("L"))
+    box = [(30, 30), (1000, 30), (1000, 100), (30, 100)]
+    dropped = [x for c, x in zip("THIS IS A TEST.", centres, strict=True) if c != " "]
+    assert ocr_module.restore_spaces(grey, box, "THISISATEST.", dropped) == "THIS IS A TEST."
+    spaced = ocr_module.restore_spaces(grey, box, "THIS IS A TEST.", centres)
+    assert spaced == "THIS IS A TEST."  # the spaces it kept are not doubled, letters not split
+    # the period drawn after a gap stays on its word; characters out of order or unmatched: untouched
+    far, [at] = tracked(["WORDS ."], track=0.1, word=0.9)
+    at = [x for c, x in zip("WORDS .", at, strict=True) if c != " "]
+    assert ocr_module.restore_spaces(np.asarray(far.convert("L")), box, "WORDS.", at) == "WORDS."
+    assert ocr_module.restore_spaces(grey, box, "THISISATEST.", dropped[::-1]) == "THISISATEST."
+    assert ocr_module.restore_spaces(grey, box, "THISISATEST.", dropped[:-1]) == "THISISATEST."
+    blank = np.full_like(grey, 255)
+    assert ocr_module.restore_spaces(blank, box, "THISISATEST.", dropped) == "THISISATEST."
