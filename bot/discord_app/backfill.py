@@ -16,7 +16,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,21 @@ class HistoryLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses no commit; power loss at most the last
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction under the lock (the connection autocommits otherwise: `with db:` begins none)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -104,7 +118,7 @@ class HistoryLog:
 
     def remove_channel(self, channel: int) -> list[str]:
         """Stop indexing `channel` and drop its messages; returns the days it had (their documents to forget)."""
-        with self._lock, self._db:
+        with self._transaction():
             days = [r[0] for r in self._db.execute("SELECT DISTINCT day FROM messages WHERE channel=?", (channel,))]
             self._db.execute("DELETE FROM messages WHERE channel=?", (channel,))
             self._db.execute("DELETE FROM dirty WHERE channel=?", (channel,))
@@ -142,7 +156,7 @@ class HistoryLog:
         """Insert or replace messages (not opted-out authors', not tombstoned ids), mark their days dirty
         and, for a backfill page, move the checkpoint: one transaction. Returns how many were stored."""
         stored = 0
-        with self._lock, self._db:
+        with self._transaction():
             out = {r[0] for r in self._db.execute("SELECT user FROM optout WHERE guild=?", (guild,))}
             for m in messages:
                 if m.author_id in out or self._db.execute("SELECT 1 FROM tombstones WHERE id=?", (m.id,)).fetchone():
@@ -161,7 +175,7 @@ class HistoryLog:
         return stored
 
     def edit(self, message_id: int, text: str) -> bool:
-        with self._lock, self._db:
+        with self._transaction():
             row = self._db.execute("SELECT channel, day FROM messages WHERE id=?", (message_id,)).fetchone()
             if row is None:
                 return False
@@ -172,7 +186,7 @@ class HistoryLog:
     def delete(self, message_ids: Iterable[int]) -> int:
         """Tombstone and remove messages; their days become dirty. Returns how many were stored."""
         gone = 0
-        with self._lock, self._db:
+        with self._transaction():
             for mid in message_ids:
                 self._db.execute("INSERT OR IGNORE INTO tombstones VALUES (?)", (mid,))
                 row = self._db.execute("SELECT channel, day FROM messages WHERE id=?", (mid,)).fetchone()
@@ -184,7 +198,7 @@ class HistoryLog:
 
     def opt_out(self, guild: int, user: int) -> int:
         """Exclude a member's messages in `guild` from now on and drop those stored; returns how many."""
-        with self._lock, self._db:
+        with self._transaction():
             self._db.execute("INSERT OR IGNORE INTO optout VALUES (?,?)", (guild, user))
             rows = self._db.execute(
                 "SELECT m.id, m.channel, m.day FROM messages m JOIN channels c ON c.channel=m.channel "
@@ -206,7 +220,7 @@ class HistoryLog:
 
     def touch(self, channel: int) -> int:
         """Mark every window of `channel` dirty (its name changed); returns how many."""
-        with self._lock, self._db:
+        with self._transaction():
             cur = self._db.execute(
                 "INSERT INTO dirty (channel, day) SELECT DISTINCT channel, day FROM messages WHERE channel=? "
                 "ON CONFLICT DO UPDATE SET gen=gen+1",
@@ -285,7 +299,7 @@ class HistoryLog:
 
     # -- attachments: documents of their own, tied to their message --------------------------------
     def add_files(self, message: int, channel: int, author: int, sources: Iterable[str]) -> None:
-        with self._lock, self._db:
+        with self._transaction():
             self._db.executemany(
                 "INSERT OR IGNORE INTO files VALUES (?,?,?,?)", [(message, channel, author, s) for s in sources]
             )
@@ -295,7 +309,7 @@ class HistoryLog:
     ) -> list[tuple[int, str]]:
         """Remove and return the (message, source) of the attachments of `messages`, of `channel`, or of
         `author` (guild, user): their documents are then forgotten."""
-        with self._lock, self._db:
+        with self._transaction():
             if channel is not None:
                 rows = self._db.execute("SELECT message, source FROM files WHERE channel=?", (channel,)).fetchall()
             elif author is not None:
@@ -315,7 +329,7 @@ class HistoryLog:
 
     def clean(self, done: Iterable[tuple[int, str, int]]) -> None:
         """Unmark windows ingested as of `generation` (one changed since stays dirty)."""
-        with self._lock, self._db:
+        with self._transaction():
             self._db.executemany("DELETE FROM dirty WHERE channel=? AND day=? AND gen=?", list(done))
 
 
