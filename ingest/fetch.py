@@ -322,9 +322,9 @@ def _decoder(encoding: str, name: str) -> Any:
 
 
 def _too_big(name: str, size: int | None, options: FetchOptions) -> FetchError:
-    what = f"is {_human_size(size)}" if size is not None else "is larger than that"
+    what = f"is {_human_size(size)}, over" if size is not None else "is over"
     return FetchError(
-        f"{name} {what}, over the {_human_size(options.max_bytes)} limit (raise RAGCORD_MAX_FILE_MB to index it)"
+        f"{name} {what} the {_human_size(options.max_bytes)} limit (raise RAGCORD_MAX_FILE_MB to index it)"
     )
 
 
