@@ -424,6 +424,33 @@ async def test_a_url_posted_in_a_watched_channel_is_ingested_and_forgotten_with_
         await w.fake.wait_for(lambda: not w.service.documents(w.namespace()), 10)
 
 
+async def test_a_link_from_a_member_without_the_uploader_role_is_skipped_without_a_reply(tmp_path, site):
+    # links are everyday chat: a reply under every one of them would flood a watched channel
+    from tests.discord_harness import world
+    from tests.fakes import FakeLLM
+
+    def watch_with_roles(fake: Any, guild: dict[str, Any]) -> dict[str, Any]:
+        fake.uploader_role = fake.add_role(guild, "uploaders")
+        fake.dora = fake.add_user("dora")
+        fake.add_member(guild["id"], fake.dora, [fake.uploader_role])
+        return {
+            "watch_channels": [int(fake.channel(guild)["id"])],
+            "uploader_role_ids": [int(fake.uploader_role["id"])],
+            "fetch_allow_private": True,
+        }
+
+    site.routes["/guide"] = html()
+    async with world(tmp_path, FakeLLM(), prepare=watch_with_roles) as w:
+        chat = await w.fake.user_message(w.channel, w.alice, f"look: {site.url('/guide')}", mention=False)
+        files = await w.fake.user_message(w.channel, w.alice, "and a file", attachments=[("a.md", b"# A\n\nText.\n")])
+        await w.fake.wait_for(lambda: w.fake.replies_to(files), 10)  # the file still gets its refusal
+        assert "not indexed" in w.fake.replies_to(files)[0]["content"]
+        assert not w.fake.replies_to(chat) and not site.requests and not w.service.documents(w.namespace())
+        ok = await w.fake.user_message(w.channel, w.fake.dora, f"look: {site.url('/guide')}", mention=False)
+        await w.fake.wait_for(lambda: w.fake.replies_to(ok), 15)
+        assert "added" in w.fake.replies_to(ok)[0]["content"]
+
+
 def test_posted_urls_are_found_once_without_trailing_punctuation():
     from bot.discord_app.cogs.watcher import posted_urls
 

@@ -112,8 +112,8 @@ class Watcher(commands.Cog):
         urls = posted_urls(message.content) if links else []  # `links`: web pages posted here are fetched too
         if refusal:
             log.info("not indexing the files of %s in %s: no uploader role", message.author.id, namespace)
-            names = [a.filename for a in message.attachments] + urls
-            return [f"⚠️ **{quoted(n)}** not indexed: {refusal}" for n in names]
+            # links are everyday chat: a member without the role gets no reply for them, files do
+            return [f"⚠️ **{quoted(a.filename)}** not indexed: {refusal}" for a in message.attachments]
         lines = []
         async with bot.ingest_lock(namespace):
             for attachment in message.attachments:
