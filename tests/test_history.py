@@ -542,3 +542,17 @@ def test_a_backfill_page_is_stored_in_one_transaction(tmp_path):
     log.store(1, 9, [m(5, 1, 0.0, "first")], checkpoint=5)
     assert [x.id for x in log.window(1, "1970-01-01")] == [5] and log.channel(1).checkpoint == 5  # type: ignore[union-attr]
     log.close()
+
+
+def test_a_long_range_is_read_from_the_index_evenly_thinned(tmp_path):
+    from bot.discord_app.backfill import HistoryLog
+
+    log = HistoryLog(tmp_path / "h.sqlite")
+    log.add_channel(1, 9, "#x", "1")
+    log.store(1, 9, [m(i, 1, 86400.0 * i, f"day {i}") for i in range(1, 26)], checkpoint=25)
+    found, total = log.between(1, 86400.0 * 3, 25, limit=10)  # days 3..24
+    assert total == 22 and 1 < len(found) <= 10
+    ids = [x.id for x in found]
+    assert ids == sorted(ids) and ids[0] == 3 and ids[-1] >= 20  # from the start of the range to near its end
+    assert [x.id for x in log.between(1, None, 4, limit=10)[0]] == [1, 2, 3]
+    log.close()

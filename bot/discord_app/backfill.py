@@ -248,16 +248,16 @@ class HistoryLog:
     ) -> tuple[list[ChatMessage], int]:
         """The stored messages of `channel` from time `start` (None: the first) up to id `before_id`,
         oldest first, evenly thinned to at most `limit`; and how many there are in all."""
-        low = day_of(start) if start is not None else ""
+        where = "channel=? AND day>=? AND ts>=? AND id<?"
+        args = (channel, day_of(start) if start is not None else "", start if start is not None else -1e18, before_id)
         with self._lock:
+            total = int(self._db.execute(f"SELECT COUNT(*) FROM messages WHERE {where}", args).fetchone()[0])
+            step = max(1, -(-total // max(limit, 1)))  # every step-th message: at most `limit`, none held in memory
             rows = self._db.execute(
-                "SELECT id, author_id, author, ts, text, jump, reply_to FROM messages "
-                "WHERE channel=? AND day>=? AND ts>=? AND id<? ORDER BY id",
-                (channel, low, start if start is not None else float("-inf"), before_id),
+                "SELECT id, author_id, author, ts, text, jump, reply_to FROM (SELECT *, ROW_NUMBER() OVER "
+                f"(ORDER BY id) - 1 AS n FROM messages WHERE {where}) WHERE n % ? = 0 ORDER BY id LIMIT ?",
+                (*args, step, limit),
             ).fetchall()
-        total = len(rows)
-        if total > limit:
-            rows = [rows[i * total // limit] for i in range(limit)]
         return [ChatMessage(*r) for r in rows], total
 
     def newest(self, channel: int, count: int) -> list[tuple[int, str]]:
