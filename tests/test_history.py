@@ -9,6 +9,7 @@ retrieval let through shows in the reply.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import sqlite3
@@ -187,9 +188,14 @@ def slow_history(fake: Any, delay: float) -> None:
     fake._table = table
 
 
+def prepare_slow(fake: Any, guild: dict[str, Any]) -> dict[str, Any]:
+    """`prepare`, with history pages slowed before the bot starts (once it runs, the first pages may be read)."""
+    slow_history(fake, 0.3)
+    return prepare(fake, guild)
+
+
 async def test_a_restart_mid_backfill_resumes_with_none_missing_and_none_twice(tmp_path):
-    async with world(tmp_path, FakeLLM(default=echo_passages), prepare=prepare) as w:
-        slow_history(w.fake, 0.3)
+    async with world(tmp_path, FakeLLM(default=echo_passages), prepare=prepare_slow) as w:
         general = int(w.channel["id"])
         await w.fake.wait_for(lambda: cog(w).log.count(general) >= 50, 20)
         # killed mid-backfill: the cog (its tasks, its in-memory state) goes; the data dir stays
@@ -556,3 +562,30 @@ def test_a_long_range_is_read_from_the_index_evenly_thinned(tmp_path):
     assert ids == sorted(ids) and ids[0] == 3 and ids[-1] >= 20  # from the start of the range to near its end
     assert [x.id for x in log.between(1, None, 4, limit=10)[0]] == [1, 2, 3]
     log.close()
+
+
+async def test_a_live_edit_during_the_start_rescan_is_not_undone_by_its_older_page(tmp_path):
+    async with world(tmp_path, FakeLLM(default=echo_passages), prepare=prepare) as w:
+        await settled(w)
+        await w.bot.unload_extension("bot.discord_app.cogs.history")
+        table = []
+        for verb, pattern, handler in w.fake._table:
+            if handler.__name__ == "_history":
+
+                async def stale(self: Any, *a: Any, _h: Any = handler, **k: Any) -> Any:
+                    served = copy.deepcopy(await _h(self, *a, **k))  # the page as it is now...
+                    await asyncio.sleep(0.5)  # ...arrives late
+                    return served
+
+                handler = stale
+            table.append((verb, pattern, handler))
+        w.fake._table = table
+        first = w.fake.channel_messages(w.channel)[0]  # on the rescan's first page
+        first["content"] = "general chatter: edited while the bot was away"  # no event
+        start = len(w.fake.calls)
+        await w.bot.load_extension("bot.discord_app.cogs.history")
+        await w.fake.wait_for(lambda: any("/messages" in c.path for c in w.fake.calls[start:]), 5)
+        # edited again while the rescan's page (with the first edit) is on its way: the newer text stays
+        await w.fake.edit_user_message(first, "general chatter: the ibis code is IBIS-3")
+        await settled(w)
+        assert "general chatter: the ibis code is IBIS-3" in [c.text for c in stored_chunks(w)]

@@ -174,9 +174,14 @@ class HistoryLog:
                 )
         return stored
 
-    def edit(self, message_id: int, text: str) -> bool:
+    def edit(self, message_id: int, text: str, *, expected: str | None = None) -> bool:
+        """Set a stored message's text; with `expected`, only if its text still is that (a page read
+        earlier must not undo a live edit that came since)."""
         with self._transaction():
-            row = self._db.execute("SELECT channel, day FROM messages WHERE id=?", (message_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT channel, day FROM messages WHERE id=? AND (? IS NULL OR text=?)",
+                (message_id, expected, expected),
+            ).fetchone()
             if row is None:
                 return False
             self._db.execute("UPDATE messages SET text=? WHERE id=?", (text, message_id))

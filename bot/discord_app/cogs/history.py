@@ -255,9 +255,9 @@ class History(commands.Cog):
             if indexable(m, bots=bots):
                 seen[m.id] = to_chat(m).text
         gone = [mid for mid, _ in stored if mid not in seen] + [mid for mid in with_files if mid not in present]
-        edited = [(mid, seen[mid]) for mid, text in stored if mid in seen and seen[mid] != text]
-        for mid, text in edited:
-            await asyncio.to_thread(self.log.edit, mid, text)
+        edited = [(mid, text, seen[mid]) for mid, text in stored if mid in seen and seen[mid] != text]
+        for mid, old, new in edited:
+            await asyncio.to_thread(self.log.edit, mid, new, expected=old)
         files = await self._deleted(known.guild, gone) if gone else 0
         if gone or edited:
             self._wake.set()
