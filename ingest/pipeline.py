@@ -42,6 +42,7 @@ from ingest.loaders import DEFAULT_MAX_PAGES, DEFAULT_MAX_TEXT_CHARS, LoadError,
 from ingest.loaders.image import image_format
 from ingest.loaders.ocr import TEXT_VERSION as OCR_TEXT_VERSION
 from ingest.loaders.ocr import OcrOptions, progress_to
+from ingest.loaders.office import has_pictures
 from ingest.refusals import Refusals
 from ingest.sources import (
     IngestOutcome,
@@ -412,7 +413,12 @@ class Ingestor:
         files OCR may read, and the caller's metadata (a changed scope re-commits the document)."""
         sig = self._settings_sig
         head = data[:1024].lstrip(b"\x00\t\n\r\x0c ")
-        if head.startswith(b"%PDF") or filename.lower().endswith(".pdf") or image_format(data[:16]):
+        if (
+            head.startswith(b"%PDF")
+            or filename.lower().endswith(".pdf")
+            or image_format(data[:16])
+            or has_pictures(data)  # Word and PowerPoint files with pictures, which OCR reads
+        ):
             sig += self._ocr_sig
         if extra:
             sig += "|extra=" + json.dumps(sorted(extra.items()))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ingest.loaders import LoadError, load_bytes
 from ingest.loaders.image import image_format
 from ingest.loaders.ocr import progress_to, report_progress
+from ingest.loaders.office import has_pictures
 from store.types import LoadedDocument
 
 if TYPE_CHECKING:
@@ -109,8 +110,14 @@ class PdfWorker:
 
     def load(self, data: bytes, filename: str, **kwargs: Any) -> LoadedDocument:
         head = data[:1024].lstrip(b"\x00\t\n\r\x0c ")
-        # PDFs (pypdf, and OCR of their scanned pages) and images (OCR) go to the worker
-        if not (head.startswith(b"%PDF") or filename.lower().endswith(".pdf") or image_format(data[:16])):
+        # PDFs (pypdf, and OCR of their scanned pages), images (OCR) and Word and PowerPoint files
+        # with pictures (OCR'd too) go to the worker
+        if not (
+            head.startswith(b"%PDF")
+            or filename.lower().endswith(".pdf")
+            or image_format(data[:16])
+            or has_pictures(data)
+        ):
             return load_bytes(data, filename, **kwargs)
         self.start()
         if not self._check_up(self._wait):

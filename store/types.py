@@ -20,6 +20,9 @@ def content_hash(text: str) -> str:
 GUILD_SCOPE = "guild"
 # Extra metadata key of a document with OCR'd text: "*" (all of it, an image) or its pages, "3,5,7".
 OCR_PAGES_KEY = "ocr_pages"
+# The end of the heading of a section read by OCR inside a document with typed text (a picture in a
+# Word or PowerPoint file): "Design (OCR)", or just "(OCR)" where the picture has no heading.
+OCR_MARK = "(OCR)"
 
 
 def scope_of(extra: Mapping[str, str] | Sequence[tuple[str, str]]) -> str:
@@ -98,16 +101,21 @@ class Chunk:
         ocr = self.is_ocr
         if self.page is not None:
             if dict(self.extra).get("page_label") == "slide":  # decks (pptx, odp): page is the slide number
+                if self.section == OCR_MARK:  # a picture on a slide without a title
+                    return f"slide {self.page} {OCR_MARK}"
                 return f"slide {self.page}" + (f" · {self.section}" if self.section else "")
             return f"p. {self.page} (OCR)" if ocr else f"p. {self.page}"
         # the heading path usually starts with the document's own title: do not repeat it
         prefix = f"{self.title} > "
         where = self.section[len(prefix) :] if self.section.startswith(prefix) else self.section
-        return f"{where} (OCR)".strip() if ocr else where
+        return f"{where} (OCR)".strip() if ocr and not where.endswith(OCR_MARK) else where
 
     @property
     def is_ocr(self) -> bool:
-        """The chunk's text was read by OCR: its document's `ocr_pages` extra is "*" or lists its page."""
+        """The chunk's text was read by OCR: its document's `ocr_pages` extra is "*" or lists its page,
+        or its section is a picture's (its heading ends with `OCR_MARK`)."""
+        if self.section == OCR_MARK or self.section.endswith(" " + OCR_MARK):
+            return True
         pages = dict(self.extra).get(OCR_PAGES_KEY, "")
         if not pages:
             return False

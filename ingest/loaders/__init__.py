@@ -134,7 +134,7 @@ def load_bytes(
 
         doc = html.load(data, filename=name, source=source)
     elif kind in _OFFICE_KINDS:
-        doc = _load_office(kind, data, name, source, max_bytes)
+        doc = _load_office(kind, data, name, source, max_bytes, ocr)
     else:
         from ingest.loaders import text
 
@@ -151,16 +151,19 @@ def load_bytes(
 _OFFICE_KINDS = frozenset({"docx", "pptx", "xlsx", "csv", "odt", "ods", "odp", "epub", "rtf", "eml"})
 
 
-def _load_office(kind: str, data: bytes, name: str, source: str, max_bytes: int) -> LoadedDocument:
-    """The office, e-book, spreadsheet and e-mail formats (docs/formats.md)."""
+def _load_office(
+    kind: str, data: bytes, name: str, source: str, max_bytes: int, ocr: OcrOptions | None = None
+) -> LoadedDocument:
+    """The office, e-book, spreadsheet and e-mail formats (docs/formats.md); `ocr` reads the
+    pictures inside Word and PowerPoint files."""
     if kind == "docx":
         from ingest.loaders import docx
 
-        return docx.load(data, filename=name, source=source)
+        return docx.load(data, filename=name, source=source, ocr=ocr)
     if kind == "pptx":
         from ingest.loaders import pptx
 
-        return pptx.load(data, filename=name, source=source)
+        return pptx.load(data, filename=name, source=source, ocr=ocr)
     if kind == "xlsx":
         from ingest.loaders import xlsx
 

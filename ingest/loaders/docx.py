@@ -4,25 +4,37 @@ Paragraphs (and the text boxes anchored in them) in body order, with the heading
 from the "Heading N" (and "Title") styles; tables as their header row then "header: value"
 rows; then headers, footers and footnotes (read from word/footnotes.xml, which python-docx
 does not expose), each as a section of its own ("Header", "Footer", "Footnotes").
+
+Pictures in the body (inline or floating, in paragraphs, text boxes and tables) are read
+by OCR (ingest/loaders/pictures.py): the text of each follows the text of the section it
+sits in, as a section of its own headed "<heading path> (OCR)", so it is cited so.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
 from ingest.loaders import LoadError
+from ingest.loaders.ocr import OcrOptions
 from ingest.loaders.office import cell_text, open_zip, read_member, table_text
+from ingest.loaders.pictures import Picture, ocr_heading, read_pictures
 from store.types import LoadedDocument, Section
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
+_BLIP = "{http://schemas.openxmlformats.org/drawingml/2006/main}blip"
+_VML_IMAGE = "{urn:schemas-microsoft-com:vml}imagedata"
+_R = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
 _HEADING = re.compile(r"heading\s*(\d)", re.IGNORECASE)
 
+log = logging.getLogger(__name__)
 
-def load(data: bytes, *, filename: str, source: str) -> LoadedDocument:
+
+def load(data: bytes, *, filename: str, source: str, ocr: OcrOptions | None = None) -> LoadedDocument:
     package = open_zip(data, filename, "Word (.docx)")
     import docx
     from docx.table import Table
@@ -32,15 +44,19 @@ def load(data: bytes, *, filename: str, source: str) -> LoadedDocument:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 - python-docx raises many kinds on a damaged package
         raise LoadError(f"{filename} is not a readable Word document ({type(exc).__name__}: {exc})") from exc
-    sections: list[Section] = []
+    items: list[Section | Picture] = []  # in body order; each picture becomes the text OCR reads in it
     path: list[tuple[int, str]] = []
     lines: list[str] = []
+    pictures: list[Picture] = []  # met since the last flush
     title = ""
 
     def flush() -> None:
+        heading = " > ".join(t for _, t in path)
         if lines:
-            sections.append(Section("\n".join(lines), heading=" > ".join(t for _, t in path)))
+            items.append(Section("\n".join(lines), heading=heading))
             lines.clear()
+        items.extend(Picture(p.name, p.data, heading=heading) for p in pictures)
+        pictures.clear()
 
     try:
         for block in document.iter_inner_content():
@@ -60,14 +76,18 @@ def load(data: bytes, *, filename: str, source: str) -> LoadedDocument:
                 text = _table(block)
                 if text:
                     lines.append(text)
+            pictures.extend(_pictures(block, document.part, filename))
         flush()
         extras = _headers_footers(document)
     except LoadError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise LoadError(f"{filename} is a damaged Word document ({type(exc).__name__}: {exc})") from exc
-    sections += extras
-    warnings = []
+    warnings: list[str] = []
+    found = [item for item in items if isinstance(item, Picture)]
+    texts = iter(read_pictures(found, ocr or OcrOptions(), filename, warnings))
+    sections = [i if isinstance(i, Section) else Section(next(texts), heading=ocr_heading(i.heading)) for i in items]
+    sections = [s for s in sections if s.text] + extras
     try:
         notes = _footnotes(read_member(package, "word/footnotes.xml", filename), filename)
     except LoadError as exc:  # a damaged footnotes part loses only the footnotes
@@ -161,3 +181,22 @@ def _footnotes(xml: bytes | None, filename: str) -> str:
         if text:
             notes.append(f"[{note.get(f'{_W}id')}] {text}")
     return "\n".join(notes)
+
+
+def _pictures(block: Any, part: Any, filename: str) -> list[Picture]:
+    """The pictures embedded in a paragraph or table (DrawingML blips, and VML images where a
+    drawing has no DrawingML version), in document order; linked (external) ones are skipped."""
+    out: list[Picture] = []
+    element = getattr(block, "_p", None)
+    if element is None:
+        element = block._tbl
+    for node in element.iter(_BLIP, _VML_IMAGE):
+        rid = node.get(f"{_R}embed") if node.tag == _BLIP else node.get(f"{_R}id")
+        if not rid or any(a.tag == _MC_FALLBACK for a in node.iterancestors()):
+            continue  # linked, or the VML copy Word writes as the fallback of a drawing
+        try:
+            image = part.related_parts[rid]
+            out.append(Picture(str(image.partname), image.blob))
+        except Exception as exc:  # noqa: BLE001 - a dangling relationship, a missing part: lose only the picture
+            log.warning("%s: picture %s is missing from the package: %s: %s", filename, rid, type(exc).__name__, exc)
+    return out

@@ -90,6 +90,22 @@ def zip_kind(data: bytes) -> str | None:
     return odf.get(mimetype)
 
 
+_PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def has_pictures(data: bytes) -> bool:
+    """A Word or PowerPoint package holding raster pictures, which OCR may read (ingest/loaders/pictures.py).
+
+    Only the zip's central directory is read; anything that is not such a zip is False."""
+    if not data.startswith(ZIP_MAGIC):
+        return False
+    try:
+        names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    except Exception:  # noqa: BLE001 - a damaged zip: its loader reports it
+        return False
+    return any(n.startswith(("word/", "ppt/")) and n.lower().endswith(_PICTURE_SUFFIXES) for n in names)
+
+
 def cell_text(value: object) -> str:
     """A cell's value as one line of text (floats without a spurious ".0")."""
     if value is None:
