@@ -589,3 +589,35 @@ async def test_a_live_edit_during_the_start_rescan_is_not_undone_by_its_older_pa
         await w.fake.edit_user_message(first, "general chatter: the ibis code is IBIS-3")
         await settled(w)
         assert "general chatter: the ibis code is IBIS-3" in [c.text for c in stored_chunks(w)]
+
+
+def stale_history(fake: Any, delay: float) -> None:
+    """Each history page is read at once and arrives `delay` seconds later (an edit can come meanwhile)."""
+    table = []
+    for verb, pattern, handler in fake._table:
+        if handler.__name__ == "_history":
+
+            async def stale(self: Any, *a: Any, _h: Any = handler, **k: Any) -> Any:
+                served = copy.deepcopy(await _h(self, *a, **k))
+                await asyncio.sleep(delay)
+                return served
+
+            handler = stale
+        table.append((verb, pattern, handler))
+    fake._table = table
+
+
+def prepare_stale(fake: Any, guild: dict[str, Any]) -> dict[str, Any]:
+    stale_history(fake, 0.5)
+    return prepare(fake, guild)
+
+
+async def test_a_live_edit_of_a_message_whose_page_is_on_its_way_is_kept(tmp_path):
+    """Failed before: the edit came before the message was stored (ignored), then the page stored the old text."""
+    async with world(tmp_path, FakeLLM(default=echo_passages), prepare=prepare_stale) as w:
+        await w.fake.wait_for(lambda: any("/messages" in c.path for c in w.fake.calls), 5)
+        target = w.fake.channel_messages(w.channel)[5]
+        await w.fake.edit_user_message(target, "general chatter: the egret code is EGRET-8")
+        await settled(w)
+        texts = [c.text for c in stored_chunks(w)]
+        assert "general chatter: the egret code is EGRET-8" in texts and len(texts) == GENERAL

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS files (
     message INTEGER NOT NULL, channel INTEGER NOT NULL, author INTEGER NOT NULL, source TEXT NOT NULL,
     PRIMARY KEY (message, source));
 CREATE INDEX IF NOT EXISTS files_channel ON files (channel);
+CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY, channel INTEGER NOT NULL, text TEXT NOT NULL);
 """
 
 
@@ -122,6 +123,7 @@ class HistoryLog:
             days = [r[0] for r in self._db.execute("SELECT DISTINCT day FROM messages WHERE channel=?", (channel,))]
             self._db.execute("DELETE FROM messages WHERE channel=?", (channel,))
             self._db.execute("DELETE FROM dirty WHERE channel=?", (channel,))
+            self._db.execute("DELETE FROM pending WHERE channel=?", (channel,))
             self._db.execute("DELETE FROM channels WHERE channel=?", (channel,))
             return days
 
@@ -144,8 +146,9 @@ class HistoryLog:
         return [_indexed(r) for r in rows]
 
     def mark_done(self, channel: int) -> None:
-        with self._lock:
+        with self._transaction():
             self._db.execute("UPDATE channels SET done=1 WHERE channel=?", (channel,))
+            self._db.execute("DELETE FROM pending WHERE channel=?", (channel,))  # edits of what was not indexable
 
     def count(self, channel: int) -> int:
         with self._lock:
@@ -161,6 +164,9 @@ class HistoryLog:
             for m in messages:
                 if m.author_id in out or self._db.execute("SELECT 1 FROM tombstones WHERE id=?", (m.id,)).fetchone():
                     continue
+                edited = self._db.execute("DELETE FROM pending WHERE id=? RETURNING text", (m.id,)).fetchall()
+                if edited:  # edited while its page was on its way: the edit is newer
+                    m = replace(m, text=str(edited[0][0]))
                 self._db.execute(
                     "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
                     (m.id, channel, m.day, m.author_id, m.author, m.ts, m.text, m.jump_url, m.reply_to),
@@ -174,15 +180,22 @@ class HistoryLog:
                 )
         return stored
 
-    def edit(self, message_id: int, text: str, *, expected: str | None = None) -> bool:
+    def edit(self, message_id: int, text: str, *, expected: str | None = None, channel: int | None = None) -> bool:
         """Set a stored message's text; with `expected`, only if its text still is that (a page read
-        earlier must not undo a live edit that came since)."""
+        earlier must not undo a live edit that came since). A live edit (`channel`) of a message not
+        stored yet, in a channel still backfilling, is kept until its page is stored: that page may
+        have been read before the edit."""
         with self._transaction():
             row = self._db.execute(
                 "SELECT channel, day FROM messages WHERE id=? AND (? IS NULL OR text=?)",
                 (message_id, expected, expected),
             ).fetchone()
             if row is None:
+                if (
+                    channel is not None
+                    and self._db.execute("SELECT 1 FROM channels WHERE channel=? AND done=0", (channel,)).fetchone()
+                ):
+                    self._db.execute("INSERT OR REPLACE INTO pending VALUES (?,?,?)", (message_id, channel, text))
                 return False
             self._db.execute("UPDATE messages SET text=? WHERE id=?", (text, message_id))
             self._db.execute(_MARK, row)

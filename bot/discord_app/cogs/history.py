@@ -435,7 +435,7 @@ class History(commands.Cog):
         if message is not None and message.guild is not None:
             message.content = text
             text = message.clean_content
-        if await asyncio.to_thread(self.log.edit, payload.message_id, text):
+        if await asyncio.to_thread(self.log.edit, payload.message_id, text, channel=payload.channel_id):
             self._wake.set()
 
     @commands.Cog.listener()
