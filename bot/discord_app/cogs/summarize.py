@@ -98,7 +98,7 @@ class Summarize(commands.Cog):
                 try:
                     start, stop = parse_range(since, until, datetime.now(UTC))
                 except ValueError as exc:
-                    await say(interaction, f"{exc}.")
+                    await say(interaction, f"{sanitize(str(exc))}.")  # it quotes what was typed
                     return
             readable = await bot.readable.scopes(interaction.user, interaction.guild)
             if interaction.guild is not None and origin(channel)[0] not in readable:
