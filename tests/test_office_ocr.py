@@ -100,6 +100,7 @@ def squeezed(text: str) -> str:
 class FakeOcr:
     sizes: list[tuple[int, int]] = field(default_factory=list)  # of the images recognise() was given
     confidences: list[float] = field(default_factory=list)  # of the next readings (then 0.95)
+    texts: list[str] = field(default_factory=list)  # the next readings (then "picture words N")
 
 
 @pytest.fixture
@@ -110,7 +111,8 @@ def fake_ocr(monkeypatch: pytest.MonkeyPatch) -> FakeOcr:
     def recognise(image: Image.Image, options: OcrOptions | None = None) -> OcrPage:
         fake.sizes.append(image.size)
         score = fake.confidences.pop(0) if fake.confidences else 0.95
-        return OcrPage(f"picture words {len(fake.sizes)}", score, 1, False, 0.01)
+        text = fake.texts.pop(0) if fake.texts else f"picture words {len(fake.sizes)}"
+        return OcrPage(text, score, 1, False, 0.01)
 
     monkeypatch.setattr(pictures_module, "recognise", recognise)
     return fake
@@ -220,6 +222,12 @@ def test_a_picture_read_with_too_little_confidence_is_reported_not_indexed(fake_
     assert any("too little OCR confidence" in w for w in doc.warnings)
 
 
+def test_marks_read_in_a_drawing_are_not_indexed_as_text(fake_ocr: FakeOcr) -> None:
+    fake_ocr.texts.extend([">\n>", "- |"])  # what OCR makes of arrows and rules in a diagram
+    doc = load_bytes(make_docx(picture("a"), picture("b", (800, 140))), "d.docx", source="test://d", **KW)
+    assert [s.heading for s in doc.sections] == ["Design", "Later"] and len(fake_ocr.sizes) == 2
+
+
 def test_only_word_and_powerpoint_packages_with_pictures_are_flagged() -> None:
     assert has_pictures(make_docx(picture("x"))) and has_pictures(make_pptx(picture("x")))
     assert not has_pictures(make_docx()) and not has_pictures(b"%PDF-1.7") and not has_pictures(b"PK\x03\x04junk")
@@ -258,3 +266,9 @@ def test_an_ocr_setting_change_re_reads_a_docx_with_pictures_but_not_one_without
         assert len(fake_ocr.sizes) == 1
     finally:
         store.close()
+
+
+def test_the_time_budget_leaves_the_pictures_with_a_warning(fake_ocr: FakeOcr) -> None:
+    doc = load_bytes(make_pptx(picture("late")), "d.pptx", source="test://d", ocr=OcrOptions(budget_s=0), **KW)
+    assert [s.heading for s in doc.sections] == ["Overview", "Architecture"] and fake_ocr.sizes == []
+    assert any("1 picture(s) were not OCR'd" in w and "RAGCORD_OCR_BUDGET_S" in w for w in doc.warnings)

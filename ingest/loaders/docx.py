@@ -196,7 +196,7 @@ def _pictures(block: Any, part: Any, filename: str) -> list[Picture]:
             continue  # linked, or the VML copy Word writes as the fallback of a drawing
         try:
             image = part.related_parts[rid]
-            out.append(Picture(str(image.partname), image.blob))
+            out.append(Picture(str(image.partname).lstrip("/"), image.blob))
         except Exception as exc:  # noqa: BLE001 - a dangling relationship, a missing part: lose only the picture
             log.warning("%s: picture %s is missing from the package: %s: %s", filename, rid, type(exc).__name__, exc)
     return out

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 MIN_SIDE = 32  # pixels: a narrower or lower picture is an icon, a bullet or a rule
 MIN_PIXELS = 64 * 64  # pixels in all: a smaller picture holds no readable text
 MAX_PICTURES = 200  # pictures of one file looked at (beyond these, a warning)
+_MIN_WORD_CHARS = 2  # letters or digits a picture's text needs to be indexed
 _RASTER = frozenset({"PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "MPO"})
 
 
@@ -113,7 +114,7 @@ def read_pictures(pictures: Sequence[Picture], ocr: OcrOptions, filename: str, w
             continue
         log.info("%s: picture %s OCR'd in %.1f s (confidence %.2f)", filename, name, page.seconds, page.confidence)
         text = "\n".join(" ".join(line.split()) for line in page.text.splitlines() if line.strip())
-        if not text:
+        if sum(ch.isalnum() for ch in text) < _MIN_WORD_CHARS:  # nothing, or marks read in a drawing (">")
             continue
         if page.confidence < ocr.min_confidence:
             low += 1

@@ -102,7 +102,7 @@ def _pictures(slide: Any, shapes: list[Any], page: int, heading: str, filename: 
                 continue  # a linked picture
             try:
                 image = slide.part.related_part(rid)
-                out.append(Picture(str(image.partname), image.blob, heading=heading, page=page))
+                out.append(Picture(str(image.partname).lstrip("/"), image.blob, heading=heading, page=page))
             except Exception as exc:  # noqa: BLE001 - a dangling relationship: lose only the picture
                 log.warning("%s: slide %d: picture %s is missing: %s: %s", filename, page, rid, type(exc).__name__, exc)
     return out
