@@ -21,7 +21,6 @@ faster too: 240 SciFact abstracts encoded at 32 texts/s in batches of 32 on 2 th
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from store.embedder import EmbedderError, model_identity, resolve_model
+from store.embedder import EmbedderError, mean_pooled, model_identity, resolve_model
 from store.tokens import load_token_counter, read_max_seq_length
 
 log = logging.getLogger(__name__)
@@ -166,12 +165,7 @@ def _weights_stamp(folder: Path) -> str:
 
 def export(folder: Path, target: Path, *, quantized: bool) -> None:
     """Export `folder`'s transformer + mean pooling + normalisation to ONNX (and quantize it)."""
-    pooling = folder / "1_Pooling" / "config.json"
-    try:
-        mode = json.loads(pooling.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        mode = {"pooling_mode_mean_tokens": True}
-    if not mode.get("pooling_mode_mean_tokens") or mode.get("pooling_mode_cls_token"):
+    if not mean_pooled(folder):
         raise EmbedderError(f"{folder.name} does not use mean pooling; use RAGCORD_EMBED_BACKEND=torch for it")
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)

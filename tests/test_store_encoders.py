@@ -269,3 +269,14 @@ def test_auto_follows_the_namespaces_of_this_model_and_ignores_other_models():
     assert auto_backend(model, [torch_id, int8_id]) == "onnx-int8"  # a tie: the faster
     assert auto_backend(model, [""]) == "torch"  # vectors written before encoders were recorded
     assert auto_backend("sentence-transformers/all-MiniLM-L6-v2", []) == "torch"  # a hub name: no local folder
+
+
+def test_auto_runs_a_model_the_onnx_export_cannot_build_with_torch(tmp_path):
+    from store.embedder import auto_backend
+
+    folder = _model_folder(tmp_path / "cls-model", b"\x01" * 1000)
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+    assert auto_backend(str(folder), []) == "torch"
+    (folder / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    assert auto_backend(str(folder), []) == "onnx-int8"
