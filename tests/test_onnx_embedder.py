@@ -77,3 +77,33 @@ def test_with_the_default_backend_ingest_and_ask_never_import_torch_once_exporte
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["encoder"] == model_identity(resolve_model(""), "onnx-int8") and got["hits"] >= 1
     assert got["heavy"] == []
+
+
+def test_an_unrecorded_int8_namespace_is_accepted_by_its_own_encoder(tmp_path):
+    """The check of a namespace written before encoders were recorded re-embeds 4 of its chunks and
+    wants its stored vectors back (cosine >= 0.999): int8 vectors must not depend on their batch."""
+    from dataclasses import replace
+
+    from bot.service import RagService
+    from bot.settings import Settings
+    from store.chroma import ChromaLocation, ChromaStore
+    from tests.fakes import FakeLLM
+
+    def service(embedder: OnnxEmbedder) -> RagService:
+        settings = Settings(data_dir=tmp_path, _env_file=None)  # type: ignore[call-arg]
+        store = ChromaStore(ChromaLocation(path=tmp_path / "chroma"), refresh_interval=0.0)
+        return RagService(store, embedder, llm_factory=FakeLLM, lexical_dir=tmp_path / "lexical", settings=settings)
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for n in range(12):  # short documents of varied lengths, encoded together at ingest
+        text = f"Document {n} is about topic {n}. " + "Invoices are sent on the first Monday. " * (1 + n)
+        (docs / f"d{n:02}.txt").write_text(text)
+    first = service(OnnxEmbedder(cache_dir=tmp_path / "models", quantized=True))
+    first.ingest_paths("ns", [docs])
+    assert len(first.store.live_ids("ns")) >= 12
+    first.store.refresh("ns", force=True)
+    first.store._write_record("ns", replace(first.store._record("ns"), encoder="", dim=0))
+    first.store.close()
+    again = service(OnnxEmbedder(cache_dir=tmp_path / "models", quantized=True))
+    assert again.retriever.search("ns", "When are invoices sent?", 3)  # batched int8 was refused: cosine 0.995
