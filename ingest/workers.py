@@ -26,6 +26,15 @@ DEFAULT_PDF_TIMEOUT = 120.0  # seconds one PDF may take in the worker (RAGCORD_P
 _RESTART_WAIT_S = 60.0
 
 
+def parser_of(data: bytes, filename: str) -> str:
+    """What the worker ran on a file, as a refusal names it: a Word file's crash is no PDF parser's."""
+    if data[:1024].lstrip(b"\x00\t\n\r\x0c ").startswith(b"%PDF") or filename.lower().endswith(".pdf"):
+        return "the PDF parser"
+    if image_format(data[:16]):
+        return "the OCR engine"
+    return "the parser"
+
+
 class PdfWorker:
     """Parses PDFs in one spawned worker process, the rest in the calling thread.
 
@@ -143,11 +152,12 @@ class PdfWorker:
         except (EOFError, OSError):  # the worker died while parsing this PDF
             process.join(timeout=5)
             self._restart(f"the worker process died parsing {filename} (exit code {process.exitcode})")
-            raise LoadError(f"{filename} was not indexed: the PDF parser crashed on this file") from None
+            raise LoadError(f"{filename} was not indexed: {parser_of(data, filename)} crashed on this file") from None
         if reply is None:
             self._restart(f"{filename} was still being parsed after {self.timeout:g} s; the worker was stopped")
             raise LoadError(
-                f"{filename} was not indexed: the PDF parser was still working on it after {self.timeout:g} s "
+                f"{filename} was not indexed: {parser_of(data, filename)} was still working on it "
+                f"after {self.timeout:g} s "
                 "(raise RAGCORD_PDF_TIMEOUT to allow more time)"
             )
         status, payload = reply
@@ -232,7 +242,10 @@ def _serve(conn: Connection, level: int, parse: Callable[..., LoadedDocument]) -
             reply = ("refused", str(exc))
         except Exception as exc:  # a parser bug must not take the run down: the file is refused
             log.exception("PDF parser failed on %s", filename)
-            reply = ("refused", f"{filename} was not indexed: the PDF parser failed on it ({type(exc).__name__})")
+            reply = (
+                "refused",
+                f"{filename} was not indexed: {parser_of(data, filename)} failed on it ({type(exc).__name__})",
+            )
         conn.send(reply)
 
 

@@ -49,6 +49,21 @@ def test_a_pdf_that_kills_the_worker_is_refused_and_the_worker_restarts(worker: 
     assert parse(worker, "next.pdf").extra["parsed_by"] == str(worker.pid)
 
 
+def test_a_word_file_that_kills_the_worker_is_not_called_a_pdf(worker: PdfWorker, tmp_path) -> None:
+    import docx
+    from PIL import Image
+
+    picture = tmp_path / "p.png"
+    Image.new("RGB", (200, 80), "white").save(picture)
+    document = docx.Document()
+    document.add_paragraph("Text beside a picture.")
+    document.add_picture(str(picture))
+    document.save(tmp_path / "crash.docx")
+    with pytest.raises(LoadError) as info:  # a .docx with pictures is parsed (and OCR'd) in the worker
+        worker.load((tmp_path / "crash.docx").read_bytes(), "crash.docx", source="test://crash.docx", **KW)
+    assert str(info.value) == "crash.docx was not indexed: the parser crashed on this file"
+
+
 def test_a_pdf_that_stalls_the_worker_is_refused_after_the_timeout(worker: PdfWorker) -> None:
     worker.timeout = 1.0
     first = worker.pid
