@@ -16,6 +16,7 @@ Tests act as users: `user_message`, `delete_message`, `slash`, `autocomplete`.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import json
 import math
@@ -120,6 +121,9 @@ class FakeDiscord:
         self.guilds: dict[int, dict[str, Any]] = {}
         self.channels: dict[int, dict[str, Any]] = {}
         self.messages: dict[int, dict[str, Any]] = {}  # id -> message payload (current state)
+        # channel id -> ids of the messages ever created in it, ascending: a history page is a bisection,
+        # not a scan of every message (ids gone from `messages`, deleted, are skipped when read)
+        self._channel_ids: dict[str, list[int]] = defaultdict(list)
         self.deleted: set[int] = set()
         self.edits: dict[int, list[float]] = defaultdict(list)  # message id -> edit times
         self.timeline: list[tuple[float, int, str]] = []  # (time, message id, content) of every create and edit
@@ -599,7 +603,7 @@ class FakeDiscord:
     # -- observing --------------------------------------------------------------------------
     def channel_messages(self, channel: dict[str, Any] | int | str) -> list[dict[str, Any]]:
         cid = str(channel["id"] if isinstance(channel, dict) else channel)
-        return sorted((m for m in self.messages.values() if m["channel_id"] == cid), key=lambda m: int(m["id"]))
+        return [m for m in map(self.messages.get, self._channel_ids.get(cid, ())) if m is not None]
 
     def bot_messages(self, channel: dict[str, Any] | int | str) -> list[dict[str, Any]]:
         return [m for m in self.channel_messages(channel) if m["author"]["id"] == self.bot_user["id"]]
@@ -785,6 +789,12 @@ class FakeDiscord:
                 "guild_id": reply_to.get("guild_id"),
             }
             message["referenced_message"] = {k: v for k, v in reply_to.items() if k != "referenced_message"}
+        if mid not in self.messages:
+            ids = self._channel_ids[channel["id"]]
+            if ids and mid < ids[-1]:
+                bisect.insort(ids, mid)  # seeded at an earlier time
+            else:
+                ids.append(mid)
         self.messages[mid] = message
         self.timeline.append((time.monotonic(), mid, content))
         if not author.get("bot"):
@@ -988,16 +998,20 @@ class FakeDiscord:
         return (200, data, {}) if data else (404, {"code": 10003, "message": "Unknown Channel"}, {})
 
     async def _history(self, channel: str, query: dict[str, str], **_: Any) -> tuple[int, Any, dict[str, str]]:
-        found = self.channel_messages(channel)
-        if "before" in query:
-            found = [m for m in found if int(m["id"]) < int(query["before"])]
-        if "after" in query:
-            found = [m for m in found if int(m["id"]) > int(query["after"])]
-        found = [m for m in found if not int(m.get("flags", 0)) & EPHEMERAL]
+        ids = self._channel_ids.get(channel, [])
+        lo = bisect.bisect_right(ids, int(query["after"])) if "after" in query else 0
+        hi = bisect.bisect_left(ids, int(query["before"])) if "before" in query else len(ids)
         limit = int(query.get("limit", 50))
-        if "after" in query:
-            return 200, list(reversed(found[:limit])), {}
-        return 200, list(reversed(found[-limit:])), {}
+        # with `after`, the oldest `limit` after it; else the newest before `before`: newest first either way
+        order = range(lo, hi) if "after" in query else range(hi - 1, lo - 1, -1)
+        found: list[dict[str, Any]] = []
+        for i in order:
+            if len(found) >= limit:
+                break
+            m = self.messages.get(ids[i])
+            if m is not None and not int(m.get("flags", 0)) & EPHEMERAL:
+                found.append(m)
+        return 200, found[::-1] if "after" in query else found, {}
 
     async def _archived_threads(self, channel: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
         found = [

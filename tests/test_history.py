@@ -621,3 +621,39 @@ async def test_a_live_edit_of_a_message_whose_page_is_on_its_way_is_kept(tmp_pat
         await settled(w)
         texts = [c.text for c in stored_chunks(w)]
         assert "general chatter: the egret code is EGRET-8" in texts and len(texts) == GENERAL
+
+
+def test_a_backlog_of_windows_is_ingested_a_bounded_step_at_a_time(tmp_path, service):
+    """Failed before: a flush read every dirty window's messages at once (a 500k-message backfill's
+    backlog held in memory as one ingest); now `flush_batch` messages a step, each step unmarked."""
+    from types import SimpleNamespace
+
+    from bot.discord_app.backfill import HistoryLog
+    from ingest.chat import ChatIngestor
+
+    log = HistoryLog(tmp_path / "h.sqlite")
+    log.add_channel(1, 9, "#x", "1")
+    day = 86400.0
+    messages = [m(100 + i, i % 3, (i // 10) * day + i, f"note {i} about topic{i}") for i in range(300)]
+    log.store(1, 9, messages, checkpoint=399)  # 30 days of 10 messages
+    chat = ChatIngestor(service.ingestor)
+    steps: list[int] = []
+    original = chat.ingest_windows
+
+    def recording(namespace: str, windows: Any) -> Any:
+        windows = list(windows)
+        steps.append(sum(len(w.messages) for w in windows))
+        assert len(log.dirty()) == 30 - 3 * (len(steps) - 1)  # the steps before were unmarked
+        return original(namespace, windows)
+
+    chat.ingest_windows = recording  # type: ignore[method-assign]
+    known = log.channel(1)
+    assert known is not None
+    items = [(known, d, g) for _c, d, g in log.dirty()]
+    me = SimpleNamespace(log=log, chat=chat, flush_batch=25)
+    assert History._ingest(me, "g9", items) == 30  # type: ignore[arg-type]
+    assert steps[:10] == [30] * 10 and sum(steps) == 300  # 3 windows (30 messages) reach 25: a step
+    assert log.dirty() == []
+    docs = [d for d in service.documents("g9") if d.kind == "chat"]
+    assert len(docs) == 30 and sum(d.chunks for d in docs) == 300
+    log.close()

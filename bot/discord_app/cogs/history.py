@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLUSH_DELAY_S = 0.2  # changes that arrive this close together are ingested together
+FLUSH_BATCH = 20_000  # messages ingested per step of a flush: a backlog of 500k holds this many in memory, not all
 RESCAN = 200  # at each start, the newest stored messages of each channel re-read (offline edits, deletions)
 INDEXABLE_TYPES = (discord.TextChannel, discord.Thread, discord.ForumChannel)
 
@@ -90,6 +91,7 @@ class History(commands.Cog):
         # waits until the backfill moves past it (each window is ingested once, not once a page)
         self._frontier: dict[int, str] = {}
         self.flush_s = 0.0  # time ingesting windows (chunking, encoding, writing, the lexical index)
+        self.flush_batch = FLUSH_BATCH
         self.flushing = False  # a flush is running (its windows may be unmarked before its lexical index is built)
         self._rescanned: set[int] = set()  # channels whose newest messages were re-read since this start
         # indexed private threads, kept so that their members may read them once archived (discord.py drops
@@ -310,17 +312,30 @@ class History(commands.Cog):
         return done
 
     def _ingest(self, namespace: str, items: list[tuple[Indexed, str, int]]) -> int:
-        windows = []
-        for known, day, _gen in items:
+        """Ingest these windows, `flush_batch` messages at a time (each step's windows unmarked once
+        ingested): a backfill's backlog of any size is read from history.sqlite a step at a time."""
+        windows: list[Window] = []
+        step: list[tuple[int, str, int]] = []
+        size = 0
+
+        def ingest() -> None:
+            for result in self.chat.ingest_windows(namespace, windows):
+                if result.status not in ("added", "updated", "unchanged"):
+                    log.warning("chat window %s not indexed: %s %s", result.source, result.status, result.reason)
+            self.log.clean(step)
+
+        for known, day, gen in items:
             messages = self.log.window(known.channel, day)
             if messages:
                 windows.append(Window(known.guild, known.channel, known.name, day, messages, known.extra))
             else:
                 self.chat.forget(namespace, document_id_for(window_source(known.guild, known.channel, day)))
-        for result in self.chat.ingest_windows(namespace, windows):
-            if result.status not in ("added", "updated", "unchanged"):
-                log.warning("chat window %s not indexed: %s %s", result.source, result.status, result.reason)
-        self.log.clean([(known.channel, day, gen) for known, day, gen in items])
+            step.append((known.channel, day, gen))
+            size += len(messages)
+            if size >= self.flush_batch:
+                ingest()
+                windows, step, size = [], [], 0
+        ingest()
         return len(items)
 
     async def forget_channel(self, channel_id: int) -> int:
