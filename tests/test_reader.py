@@ -252,3 +252,12 @@ def test_a_close_call_between_two_passages_is_not_sure():
     assert lead is not None and lead.lexical >= 0.6 and lead.margin < 0.1 and not lead.sure
     clear = SentenceSelector(None).select("When does the ferry leave in the morning?", hits(nine, "Gulls nest here."))
     assert clear is not None and clear.sure
+
+
+def test_room_left_beside_the_best_sentence_shows_the_start_of_the_next_one():
+    best = "The museum opened its new wing in May."
+    long_next = "Its architect, " + "who had designed several award-winning public buildings across the region, " * 4
+    lead = SentenceSelector(None).select("When did the museum open its new wing?", hits(f"{best} {long_next}end."))
+    assert lead is not None and len(lead.text) <= 300
+    assert lead.text.startswith(f"{best} Its architect, who had designed") and lead.text.endswith("…")
+    assert lead.text.rstrip("…") in " ".join(f"{best} {long_next}end.".split())  # verbatim up to the cut
