@@ -189,7 +189,7 @@ async def test_a_killed_bot_process_resumes_its_backfill_with_none_missing_and_n
         fake.deleted.add(int(down_gone["id"]))
 
         # -- run 2: from the checkpoints; live edits and deletions while it backfills ------------------------
-        mark, identified = len(fake.calls), len(fake.identified)
+        mark, identified, run2 = len(fake.calls), len(fake.identified), log.stat().st_size
         proc = await start_bot(env, tmp_path, log)
         await poll(lambda: len(fake.identified) > identified and history_calls(fake, mark), 180, proc, log)
         stored_edit = fake.messages[ids["general"][0]]  # fetched before the kill
@@ -251,6 +251,9 @@ async def test_a_killed_bot_process_resumes_its_backfill_with_none_missing_and_n
         # -- stopped like `systemctl stop` ------------------------------------------------------------------
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 60) == 0, log.read_text()[-3000:]
+        errors = [line for line in log.read_bytes()[run2:].decode().splitlines() if " ERROR " in line]
+        assert not errors, errors  # no handler failed, an event still on its way at SIGTERM included
+        assert "stopped" in log.read_text().splitlines()[-1]
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -281,3 +284,28 @@ async def test_a_killed_bot_process_resumes_its_backfill_with_none_missing_and_n
     for text in ("LYNX-31", "PUMA-12", "HERON-77"):
         assert any(text in t for t in (t for _, t in expected.values()))
     print(f"\n{MESSAGES} messages, killed at {stored} stored: {time.monotonic() - began:.1f} s")
+
+
+async def test_a_change_arriving_as_the_bot_stops_is_not_an_error(tmp_path, service, caplog):
+    """Failed before (seen in the 20,000-message run above): a gateway event whose handler ran after
+    `cog_unload` closed history.sqlite (SIGTERM: the bot closing) raised `ProgrammingError: Cannot
+    operate on a closed database`, logged by discord.py as an ERROR with its traceback."""
+    import logging
+    from types import SimpleNamespace
+
+    from bot.discord_app.cogs.history import History
+    from bot.settings import Settings
+
+    bot = SimpleNamespace(
+        settings=Settings(_env_file=None, data_dir=tmp_path),  # type: ignore[call-arg]
+        service=service,
+        readable=SimpleNamespace(extra_threads=None),
+    )
+    history = History(bot)  # type: ignore[arg-type]
+    await history.cog_unload()  # the bot stopping; the events below were already on their way
+    with caplog.at_level(logging.INFO):
+        edit = SimpleNamespace(data={"content": "new text"}, cached_message=None, message_id=5, channel_id=1)
+        await history.on_raw_message_edit(edit)  # type: ignore[arg-type]
+        await history.on_raw_message_delete(SimpleNamespace(guild_id=9, message_id=6))  # type: ignore[arg-type]
+        await history.on_raw_bulk_message_delete(SimpleNamespace(guild_id=9, message_ids={7, 8}))  # type: ignore[arg-type]
+    assert "the bot is stopping" in caplog.text

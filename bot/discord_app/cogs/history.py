@@ -22,10 +22,13 @@ Deleting the message, the channel or the thread, or the author's opt-out, forget
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
+import sqlite3
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -67,6 +70,27 @@ def message_id_of(text: str, guild_id: int) -> int | None:
     return int(link.group(2))
 
 
+def until_stopped(handler: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Coroutine[Any, Any, None]]:
+    """A gateway event whose handler runs after `cog_unload` closed history.sqlite (the bot stopping:
+    it was on its way) is dropped with a log line, not raised."""
+
+    @functools.wraps(handler)
+    async def run(self: History, *args: Any) -> None:
+        try:
+            await handler(self, *args)
+        except sqlite3.ProgrammingError:
+            if not self.closed:
+                raise
+            log.info(
+                "%s arrived as the bot is stopping: not recorded (each start re-reads every indexed channel's "
+                "newest %d stored messages)",
+                handler.__name__,
+                RESCAN,
+            )
+
+    return run
+
+
 def channel_name(channel: object) -> str:
     if isinstance(channel, discord.Thread):
         return channel.name
@@ -97,6 +121,7 @@ class History(commands.Cog):
         # indexed private threads, kept so that their members may read them once archived (discord.py drops
         # archived threads from its cache; bot/discord_app/permissions.py asks for these)
         self.private_threads: dict[int, discord.Thread] = {}
+        self.closed = False  # cog_unload closed history.sqlite
 
     @property
     def idle(self) -> bool:
@@ -125,6 +150,7 @@ class History(commands.Cog):
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.bot.readable.extra_threads == self._private_threads:
             self.bot.readable.extra_threads = None
+        self.closed = True
         self.log.close()
 
     # -- start, backfill ------------------------------------------------------------------------
@@ -423,6 +449,7 @@ class History(commands.Cog):
         return known
 
     @commands.Cog.listener()
+    @until_stopped
     async def on_message(self, message: discord.Message) -> None:
         text = indexable(message, bots=self.bot.settings.index_bot_messages)
         files = has_files(message)
@@ -441,6 +468,7 @@ class History(commands.Cog):
                 await message.reply("\n".join(refused), allowed_mentions=NO_MENTIONS)
 
     @commands.Cog.listener()
+    @until_stopped
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         content = payload.data.get("content")
         if content is None:
@@ -454,10 +482,12 @@ class History(commands.Cog):
             self._wake.set()
 
     @commands.Cog.listener()
+    @until_stopped
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         await self._deleted(payload.guild_id, [payload.message_id])
 
     @commands.Cog.listener()
+    @until_stopped
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
         await self._deleted(payload.guild_id, list(payload.message_ids))
 
@@ -504,6 +534,7 @@ class History(commands.Cog):
         await say(interaction, "\n".join(lines), ephemeral=True)
 
     @commands.Cog.listener()
+    @until_stopped
     async def on_thread_update(self, before: discord.Thread, after: discord.Thread) -> None:
         """A renamed thread retitles its windows; an unarchived one catches up from its checkpoint."""
         known = await asyncio.to_thread(self.log.channel, after.id)
@@ -514,10 +545,12 @@ class History(commands.Cog):
             self._wake.set()
 
     @commands.Cog.listener()
+    @until_stopped
     async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
         await self.forget_channel(payload.thread_id)
 
     @commands.Cog.listener()
+    @until_stopped
     async def on_guild_channel_delete(self, channel: discord.abc.GuildChannel) -> None:
         await self.forget_channel(channel.id)
 
