@@ -161,9 +161,10 @@ async def test_a_killed_bot_process_resumes_its_backfill_with_none_missing_and_n
         # -- run 1: killed once some pages are stored and some windows ingested --------------------------
         def mid_backfill() -> dict[str, Any] | None:
             state = read_log(history)
-            if state is None or len(state["messages"]) < MESSAGES // 5 or len(state["days"] - state["dirty"]) < 1:
+            if state is None or len(state["messages"]) < MESSAGES // 5:
                 return None
-            return state
+            ingested = state["days"] - state["dirty"]  # some windows are in Chroma too (a slow machine: half stored)
+            return state if ingested or len(state["messages"]) >= MESSAGES // 2 else None
 
         await poll(mid_backfill, 180, proc, log)
         proc.send_signal(signal.SIGKILL)
