@@ -178,11 +178,22 @@ class RagService:
             self._llm = self._llm_factory()
         return self._llm
 
+    @property
+    def model_name(self) -> str:
+        """The chat model's name for logs and /status, without loading it in extract mode."""
+        if self.settings.answer_mode == "extract":
+            return "none (answer mode extract)"
+        return str(getattr(self.llm, "name", "?"))
+
     def warm(self) -> None:
-        """Load encoder and model now and evaluate the fixed system prompt (bot start-up)."""
+        """Load encoder and model now and evaluate the fixed system prompt (bot start-up).
+
+        In extract mode the model is never loaded: nothing would call it."""
         warm_encoder = getattr(self.embedder, "warm", None)
         if warm_encoder:
             warm_encoder()
+        if self.settings.answer_mode == "extract":
+            return
         warm_llm = getattr(self.llm, "warm", None)
         if warm_llm:
             from bot.llm import Message

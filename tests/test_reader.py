@@ -261,3 +261,21 @@ def test_room_left_beside_the_best_sentence_shows_the_start_of_the_next_one():
     assert lead is not None and len(lead.text) <= 300
     assert lead.text.startswith(f"{best} Its architect, who had designed") and lead.text.endswith("…")
     assert lead.text.rstrip("…") in " ".join(f"{best} {long_next}end.".split())  # verbatim up to the cut
+
+
+def test_extract_mode_never_builds_the_model_not_even_to_warm_it(tmp_path, store, embedder):
+    # the bot warms its model at start; in extract mode it must not even load it (memory, seconds)
+    from bot.service import RagService
+    from bot.settings import Settings
+
+    built: list[str] = []
+
+    def factory():
+        built.append("model")
+        raise AssertionError("the model was built in extract mode")
+
+    settings = Settings(data_dir=tmp_path, answer_mode="extract", _env_file=None)  # type: ignore[call-arg]
+    service = RagService(store, embedder, llm_factory=factory, lexical_dir=tmp_path / "lexical", settings=settings)
+    service.warm()
+    assert service.model_name == "none (answer mode extract)"
+    assert built == []

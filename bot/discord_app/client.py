@@ -172,7 +172,7 @@ class RagBot(commands.Bot):
             )
         namespaces = [self.namespace_for(g) for g in self.guilds]
         counts = await asyncio.to_thread(lambda: sum(len(self.service.documents(ns)) for ns in namespaces))
-        model = getattr(self.service.llm, "name", "?")
+        model = self.service.model_name
         log.info("ready as %s in %d servers: model %s, %d documents", self.user, len(self.guilds), model, counts)
 
     async def close(self) -> None:
