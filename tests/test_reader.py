@@ -279,3 +279,14 @@ def test_extract_mode_never_builds_the_model_not_even_to_warm_it(tmp_path, store
     service.warm()
     assert service.model_name == "none (answer mode extract)"
     assert built == []
+
+
+def test_room_left_after_the_neighbour_shows_the_start_of_the_sentence_after_them():
+    first = "The museum opened its new wing in May."
+    second = "The wing holds the museum's collection of maps."
+    third = "Its architect, " + "who had designed several award-winning public buildings across the region, " * 4
+    passage = f"{first} {second} {third}end."
+    lead = SentenceSelector(None).select("When did the museum open its new wing of maps?", hits(passage))
+    assert lead is not None and len(lead.text) <= 300
+    assert lead.text.startswith(f"{first} {second} Its architect, who had") and lead.text.endswith("…")
+    assert lead.text.rstrip("…") in " ".join(passage.split())  # verbatim up to the cut
