@@ -17,6 +17,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 # Bumped when what the index is built from changes (e.g. titles now included; 3: the project's stop words;
 # 4: each chunk's scope).
 INDEX_FORMAT = 4
+
+# Chunks tokenized at a time while an index is built: only their token ids are kept, so a
+# rebuild over 500k chunks never holds every text at once (bench/README.md, backfill).
+BUILD_PAGE = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,22 +91,36 @@ class Bm25Index:
 
     @classmethod
     def build(
-        cls, items: Iterable[tuple[str, str] | tuple[str, str, str]], generation: str, params: Bm25Params | None = None
+        cls,
+        items: Iterable[tuple[str, str] | tuple[str, str, str]],
+        generation: str,
+        params: Bm25Params | None = None,
+        page: int = BUILD_PAGE,
     ) -> Bm25Index:
+        """The index of `items`, read and tokenized `page` at a time (texts are not kept)."""
         import bm25s
 
         params = params or Bm25Params()
         ids: list[str] = []
-        texts: list[str] = []
         scopes: list[str] = []
-        for item in items:
-            ids.append(item[0])
-            texts.append(item[1])
-            scopes.append(item[2] if len(item) > 2 else GUILD_SCOPE)  # type: ignore[misc]
+        names: dict[str, str] = {}  # one string object per scope, not one per chunk
+        vocab: dict[str, int] = {}  # term -> id, in order of first use; each id is one shared int
+        corpus: list[list[int]] = []
+        stream = iter(items)
+        while part := list(islice(stream, max(1, page))):
+            texts: list[str] = []
+            for item in part:
+                ids.append(item[0])
+                texts.append(item[1])
+                scope = item[2] if len(item) > 2 else GUILD_SCOPE  # type: ignore[misc]
+                scopes.append(names.setdefault(scope, scope))
+            del part
+            for terms in tokenize(texts, params):
+                corpus.append([vocab.setdefault(t, len(vocab)) for t in terms])
         if not ids:
             return cls([], None, generation, params)
         retriever = bm25s.BM25(k1=params.k1, b=params.b, method=params.method)
-        retriever.index(tokenize(texts, params), show_progress=False)
+        retriever.index((corpus, vocab), show_progress=False)
         return cls(ids, retriever, generation, params, scopes)
 
     def __len__(self) -> int:

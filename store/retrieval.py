@@ -19,7 +19,7 @@ import numpy as np
 
 from store.dense import DenseMatrices
 from store.embedder import Embedder
-from store.lexical import Bm25Index, LexicalIndexes
+from store.lexical import BUILD_PAGE, Bm25Index, LexicalIndexes
 from store.namespaces import namespace_key
 from store.protocol import VectorStore
 from store.types import Hit
@@ -116,6 +116,7 @@ class Retriever:
         self.reranker = reranker
         self.rerank_candidates = rerank_candidates
         self.dense_matrices = DenseMatrices()  # for dense searches filtered by scope (store/dense.py)
+        self.lexical_page = BUILD_PAGE  # chunks read from the store at a time for a lexical rebuild
         self.last = Timings()
 
     def lexical_index(self, namespace: str) -> Bm25Index:
@@ -126,8 +127,9 @@ class Retriever:
         """What BM25 indexes: each live chunk's text with its title and section (as the encoder sees it),
         and its scope."""
         live = sorted(self.store.live_ids(namespace))
-        for chunk in self.store.get_chunks(namespace, live):
-            yield chunk.id, chunk.embed_text, chunk.scope
+        for start in range(0, len(live), self.lexical_page):  # a page of chunks in memory at a time
+            for chunk in self.store.get_chunks(namespace, live[start : start + self.lexical_page]):
+                yield chunk.id, chunk.embed_text, chunk.scope
 
     def search(
         self,
