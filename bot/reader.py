@@ -190,24 +190,16 @@ class SentenceSelector:
                     other = max(fits, key=lambda s: s.score)
                     text = f"{text} … {other.text}" if other.position > best.position else f"{other.text} … {text}"
                     shown.append(other)
-                elif self.extend and room - len(text) >= ROOM_FOR_A_PART:
-                    # none fits whole: the start of the passage's best sentence after it, cut with "…"
-                    later = [s for s in siblings.values() if s.position > best.position]
-                    if later:
-                        other = max(later, key=lambda s: s.score)
-                        gap = " " if other.position == best.position + 1 else " … "
-                        part = other.text[: room - len(text) - len(gap) - 1].rsplit(" ", 1)[0]
+            if self.extend and room - len(text) >= ROOM_FOR_A_PART:
+                # room left: the start of the passage's best sentence after what is shown, cut with "…"
+                last = max(s.position for s in shown)
+                later = [s for s in siblings.values() if s.position > last]
+                if later:
+                    other = max(later, key=lambda s: s.score)
+                    gap = " " if other.position == last + 1 else " … "
+                    part = other.text[: room - len(text) - len(gap) - 1].rsplit(" ", 1)[0]
+                    if part:
                         text = f"{text}{gap}{part}…"  # only in part: it still counts against the margin
-        if self.extend and len(shown) > 1 and room - len(text) >= ROOM_FOR_A_PART:
-            # room left after the added sentence too: the start of the best one after what is shown
-            last = max(s.position for s in shown)
-            later = [s for s in siblings.values() if s.position > last]
-            if later:
-                other = max(later, key=lambda s: s.score)
-                gap = " " if other.position == last + 1 else " … "
-                part = other.text[: room - len(text) - len(gap) - 1].rsplit(" ", 1)[0]
-                if part:
-                    text = f"{text}{gap}{part}…"
         rest = max((s.score for s in scored if s not in shown), default=None)
         margin = best.score - rest if rest is not None else 1.0
         return Lead(best.number, chunk, text, best.score, best.lexical, best.dense, best.text, margin)
