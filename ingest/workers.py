@@ -26,9 +26,13 @@ DEFAULT_PDF_TIMEOUT = 120.0  # seconds one PDF may take in the worker (RAGCORD_P
 _RESTART_WAIT_S = 60.0
 
 
+def is_pdf(data: bytes, filename: str) -> bool:
+    return data[:1024].lstrip(b"\x00\t\n\r\x0c ").startswith(b"%PDF") or filename.lower().endswith(".pdf")
+
+
 def parser_of(data: bytes, filename: str) -> str:
     """What the worker ran on a file, as a refusal names it: a Word file's crash is no PDF parser's."""
-    if data[:1024].lstrip(b"\x00\t\n\r\x0c ").startswith(b"%PDF") or filename.lower().endswith(".pdf"):
+    if is_pdf(data, filename):
         return "the PDF parser"
     if image_format(data[:16]):
         return "the OCR engine"
@@ -118,15 +122,9 @@ class PdfWorker:
         return self._check_up(timeout)
 
     def load(self, data: bytes, filename: str, **kwargs: Any) -> LoadedDocument:
-        head = data[:1024].lstrip(b"\x00\t\n\r\x0c ")
         # PDFs (pypdf, and OCR of their scanned pages), images (OCR) and Word and PowerPoint files
         # with pictures (OCR'd too) go to the worker
-        if not (
-            head.startswith(b"%PDF")
-            or filename.lower().endswith(".pdf")
-            or image_format(data[:16])
-            or has_pictures(data)
-        ):
+        if not (is_pdf(data, filename) or image_format(data[:16]) or has_pictures(data)):
             return load_bytes(data, filename, **kwargs)
         self.start()
         if not self._check_up(self._wait):
