@@ -30,25 +30,12 @@ import pytest
 from bot.discord_app.cogs.history import RESCAN
 from tests.discord_fake import FakeDiscord
 from tests.discord_harness import answer_finished
+from tests.test_history import slow_history
 
 MESSAGES = int(os.environ.get("RAGCORD_TEST_KILL_MESSAGES", "2000"))
 PAGE_DELAY = 0.5  # seconds per history page (Discord's pace on a big server): the kill lands mid-backfill
 SHARES = {"general": 0.4, "design": 0.35, "thread": 0.25}
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def slow_history(fake: FakeDiscord, delay: float) -> None:
-    table = []
-    for verb, pattern, handler in fake._table:
-        if handler.__name__ == "_history":
-
-            async def slow(self: Any, *a: Any, _h: Any = handler, **k: Any) -> Any:
-                await asyncio.sleep(delay)
-                return await _h(self, *a, **k)
-
-            handler = slow
-        table.append((verb, pattern, handler))
-    fake._table = table  # type: ignore[misc]
 
 
 def seed(fake: FakeDiscord) -> dict[str, Any]:
