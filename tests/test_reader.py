@@ -290,3 +290,15 @@ def test_room_left_after_the_neighbour_shows_the_start_of_the_sentence_after_the
     assert lead is not None and len(lead.text) <= 300
     assert lead.text.startswith(f"{first} {second} Its architect, who had") and lead.text.endswith("…")
     assert lead.text.rstrip("…") in " ".join(passage.split())  # verbatim up to the cut
+
+
+def test_a_word_every_sentence_shares_weighs_less_than_one_only_the_answer_has():
+    # "Normans" is in most sentences: holding it tells little. "Rouen" and "cross" are only in the answer.
+    passage = (
+        "The Normans settled in Normandy after long raids along the northern coast of France. "
+        "The Normans were feared as fighters across the whole of Europe in those centuries. "
+        "The Normans admired the river that ran through their lands and praised it in songs. "
+        "At Rouen the armies would cross the Seine each spring before the campaigns began."
+    )
+    lead = SentenceSelector(None, extend=False).select("Which river did the Normans cross at Rouen?", hits(passage))
+    assert lead is not None and "Seine" in lead.core, lead
