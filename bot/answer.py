@@ -28,7 +28,7 @@ from bot.checks import check_answer, tidy
 from bot.citations import Citation, consulted, verify
 from bot.llm import LLM, GenerationParams, LLMError
 from bot.prompts import PASSAGE_CHARS, STOP, answer_messages
-from bot.reader import SURE_LEXICAL, Lead, SentenceSelector
+from bot.reader import SURE_LEXICAL, Lead, ScoredSentence, SentenceSelector
 from bot.repetition import stop_when_degenerate
 from store.protocol import STORE_OUTAGE_NOTICE, EncoderMismatch, StoreUnavailable
 from store.retrieval import Retriever
@@ -171,6 +171,7 @@ class Answerer:
         top_k: int = 4,
         min_score: float = 0.30,
         caution_score: float = 0.45,
+        min_sentence_score: float = 0.45,
         params: GenerationParams | None = None,
         passage_chars: int = PASSAGE_CHARS,
         history_turns: int = 4,
@@ -183,6 +184,7 @@ class Answerer:
         self.top_k = top_k
         self.min_score = min_score
         self.caution_score = caution_score
+        self.min_sentence_score = min_sentence_score
         self.params = params or GenerationParams(stop=STOP)
         if not self.params.stop:
             self.params = dataclasses.replace(self.params, stop=STOP)
@@ -245,15 +247,22 @@ class Answerer:
         answer.timings["retrieve_ms"] = (time.perf_counter() - t0) * 1000
         events: list[AnswerEvent] = [Retrieved(hits)]
 
+        t1 = time.perf_counter()
+        scored: list[ScoredSentence] | None = None
         answer.status = judge(question, hits, self.min_score, self.caution_score)
+        if answer.status == "declined" and hits and self.min_sentence_score > 0:
+            # a long passage dilutes the one sentence that answers: that sentence's own cosine can tell
+            scored = self.selector.score(answer.search_query, hits, vector)
+            if max((s.dense for s in scored), default=0.0) >= self.min_sentence_score:
+                answer.status = "cautious"
         if answer.status == "declined":
             answer.note = DECLINE
             return Prepared(answer, events, None, done=True)
         if answer.status == "cautious":
             answer.note = CAUTION
         scores = [h.dense or 0.0 for h in hits]
-        t1 = time.perf_counter()
-        scored = self.selector.score(answer.search_query, hits, vector)
+        if scored is None:
+            scored = self.selector.score(answer.search_query, hits, vector)
         lead = self.selector.lead_from(scored, hits, answer.search_query)
         by_passage: dict[int, dict[int, float]] = {}
         for s in scored:

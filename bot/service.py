@@ -210,6 +210,7 @@ class RagService:
             top_k=s.top_k,
             min_score=s.min_score,
             caution_score=s.caution_score,
+            min_sentence_score=s.min_sentence_score,
             params=self.params,
             passage_chars=s.passage_chars,
             history_turns=s.history_turns,

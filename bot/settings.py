@@ -144,6 +144,14 @@ class Settings(BaseSettings):
     caution_score: float = Field(
         0.45, description="Best-passage cosine similarity below which an answer carries a caution."
     )
+    min_sentence_score: float = Field(
+        0.45,
+        description=(
+            "A question whose best passage is below RAGCORD_MIN_SCORE is still answered, with a caution, when one "
+            "sentence of the top passages reaches this cosine similarity (a long passage dilutes the sentence that "
+            "answers). 0: passages alone decide."
+        ),
+    )
     reranker_model: str = Field(
         "",
         description=(

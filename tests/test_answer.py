@@ -2,9 +2,13 @@ from __future__ import annotations
 
 import re
 
-from bot.answer import Completed, Evidence, Retrieved, Token, Turn, standalone_query
+import numpy as np
+import pytest
+
+from bot.answer import Answerer, Completed, Evidence, Retrieved, Token, Turn, standalone_query
 from bot.checks import tidy
 from bot.prompts import SYSTEM
+from store.types import Chunk, Hit
 from tests.fakes import cite_first_passage
 
 NS = "default"
@@ -180,3 +184,43 @@ def test_a_store_outage_is_said_as_one_not_as_nothing_found(service, docs_dir, f
     answer = service.ask(NS, "How long do refunds take?")
     assert answer.status == "failed" and answer.note == STORE_OUTAGE_NOTICE
     assert "127.0.0.1" not in answer.note and fake_llm.calls == []
+
+
+class _FarPassages:
+    """A retriever whose passages embed far from the question (cosine `dense`), while the
+    sentence `close` embeds at cosine `sentence` to it (every other sentence at 0)."""
+
+    def __init__(self, texts: list[str], close: str, dense: float, sentence: float) -> None:
+        self.texts, self.close, self.dense, self.sentence = texts, close, dense, sentence
+        self.embedder = self
+
+    def embed(self, texts):
+        c = self.sentence
+        return np.asarray([[c, (1 - c * c) ** 0.5] if t == self.close else [0.0, 1.0] for t in texts])
+
+    def embed_query(self, text):
+        return np.asarray([1.0, 0.0])
+
+    def search(self, namespace, query, k, scopes=None, vector=None):
+        return [
+            Hit(Chunk(f"d{i}", 0, t, f"Doc {i}", f"doc{i}.md"), score=0.5, dense=self.dense)
+            for i, t in enumerate(self.texts)
+        ]
+
+
+FAR = [
+    "Our office plants are watered on Mondays. The kettle is descaled every month by facilities.",
+    "Parking permits are renewed in January at the front desk.",
+]
+
+
+@pytest.mark.parametrize(("sentence", "status"), [(0.6, "cautious"), (0.3, "declined")])
+def test_a_passage_that_embeds_far_is_still_answered_when_one_of_its_sentences_is_close(sentence, status):
+    # a 200-word passage dilutes the one sentence that answers; that sentence's own cosine tells
+    retriever = _FarPassages(FAR, "The kettle is descaled every month by facilities.", dense=0.25, sentence=sentence)
+    answer = Answerer(retriever, None, min_score=0.32, min_sentence_score=0.45).ask(
+        NS, "How frequently does the kettle get cleaned?"
+    )
+    assert answer.status == status, answer
+    if status == "cautious":
+        assert answer.lead is not None and "every month" in answer.lead.quote
