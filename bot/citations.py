@@ -148,27 +148,36 @@ def best_quote(
 
 
 def shorten(text: str, max_chars: int, around: set[str] | None = None) -> str:
-    """Cut `text` to at most max_chars at word boundaries, keeping the part with most target words."""
+    """Cut `text` to at most max_chars at word boundaries, keeping the part with most target words,
+    and of those the one that has them nearest its middle: the words next to the question's, on
+    either side, are what answers it (XQuAD tune replay of the lead: 0.873 -> 0.883 against the
+    first such part, which cut what follows them)."""
     text = " ".join(text.split())
     if len(text) <= max_chars:
         return text
     tokens = text.split(" ")
-    best_start, best_hits, start = 0, -1, 0
     target = around or set()
-    # slide a window of whole words; keep the window with most target words
+    hit = [re.sub(r"\W", "", t.lower()) in target for t in tokens]
+    best: tuple[int, float] | None = None
+    best_start, best_len = 0, 0
+    # slide a window of whole words (at most max_chars of them, so this is linear in the text)
     for i in range(len(tokens)):
-        window, length = [], 0
+        length, n = 0, 0
         for tok in tokens[i:]:
             if length + len(tok) + 1 > max_chars - 2:
                 break
-            window.append(tok)
             length += len(tok) + 1
-        hits = sum(1 for t in window if re.sub(r"\W", "", t.lower()) in target)
-        if hits > best_hits:
-            best_hits, best_start, start = hits, i, len(window)
-    piece = " ".join(tokens[best_start : best_start + start])
+            n += 1
+        inside = [k for k in range(i, i + n) if hit[k]]
+        off_centre = abs(sum(inside) / len(inside) - (i + (n - 1) / 2)) if inside else 0.0
+        key = (len(inside), -off_centre)
+        if best is None or key > best:
+            best, best_start, best_len = key, i, n
+        if i + n >= len(tokens):  # later windows only lose words at the end
+            break
+    piece = " ".join(tokens[best_start : best_start + best_len])
     prefix = "…" if best_start > 0 else ""
-    suffix = "…" if best_start + start < len(tokens) else ""
+    suffix = "…" if best_start + best_len < len(tokens) else ""
     return prefix + piece + suffix
 
 

@@ -302,3 +302,18 @@ def test_a_word_every_sentence_shares_weighs_less_than_one_only_the_answer_has()
     )
     lead = SentenceSelector(None, extend=False).select("Which river did the Normans cross at Rouen?", hits(passage))
     assert lead is not None and "Seine" in lead.core, lead
+
+
+def test_a_long_sentence_is_cut_with_the_question_words_in_the_middle_not_at_the_edge():
+    # the answer sits next to the question's words, on either side: keep context on both
+    sentence = (
+        "In the long campaign of that year, "
+        + "marching through valleys and over hills for many weeks, " * 5
+        + "the army crossed at dawn the old stone bridge of Kallen, "
+        + "before resting for several days near the town walls, " * 3
+        + "and then went home."
+    )
+    lead = SentenceSelector(None).select("Which bridge did the army cross at dawn?", hits(sentence))
+    assert lead is not None and len(lead.text) <= 300
+    assert "the old stone bridge of Kallen, before resting" in lead.text, lead.text
+    assert lead.text.startswith("…") and lead.text.endswith("…")
