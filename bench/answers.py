@@ -40,8 +40,9 @@ from _common import (
     write_result,
 )
 
-from bot.answer import Answer, Answerer
+from bot.answer import Answer, Answerer, lexical_coverage
 from bot.llm import GenerationParams, Message
+from bot.reader import SentenceSelector
 from bot.service import RagService, build_llm
 from store.chroma import ChromaLocation, ChromaStore
 from store.embedder import SentenceTransformerEmbedder
@@ -230,6 +231,26 @@ def threshold_table(related: list[float], unrelated: list[float], current: float
     return rows
 
 
+def rescue_cosine(service: RagService, min_score: float, question: str, answer: Answer) -> float | None:
+    """The best sentence cosine of a question the passages alone would decline (None: they would not)."""
+    hits = answer.hits
+    best = max((h.dense or 0.0 for h in hits), default=0.0)
+    if hits and (best >= min_score or lexical_coverage(question, hits[0]) >= 0.75):
+        return None
+    scored = SentenceSelector(service.embedder.embed).score(question, hits) if hits else []
+    return max((x.dense for x in scored), default=0.0)
+
+
+def rescue_table(related: list[float | None], unrelated: list[float | None], current: float) -> list[list[Any]]:
+    """What each sentence threshold would do to the questions the passages would decline."""
+    rows = []
+    for t in sorted({0.0, 0.40, 0.42, 0.45, 0.48, 0.50, round(current, 2)}):
+        declined = sum(c is not None and not (t > 0 and c >= t) for c in related)
+        answered = sum(c is None or (t > 0 and c >= t) for c in unrelated)
+        rows.append([f"{t:.2f}", declined, answered])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
@@ -252,21 +273,32 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     started = time.perf_counter()
     for n, qa in enumerate(questions, start=1):
-        rows.append(score_question(qa, service.ask(namespace, qa["question"]), generated))
+        answer = service.ask(namespace, qa["question"])
+        rows.append(score_question(qa, answer, generated))
+        rows[-1]["rescue_cosine"] = rescue_cosine(service, service.settings.min_score, qa["question"], answer)
         if n % 25 == 0:
             print(f"  asked {n}/{len(questions)} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - started
 
     s = service.settings
     silent = Answerer(
-        service.retriever, SilentLLM(), top_k=s.top_k, min_score=s.min_score, caution_score=s.caution_score
+        service.retriever,
+        SilentLLM(),
+        top_k=s.top_k,
+        min_score=s.min_score,
+        caution_score=s.caution_score,
+        min_sentence_score=s.min_sentence_score,
     )
     refusals: dict[str, float] = {}
     unrelated_best: list[float] = []
+    unrelated_rescue: list[float | None] = []
     for ns in unrelated:
         answers = [silent.ask(ns, qa["question"]) for qa in questions]
         refusals[ns] = statistics.fmean(a.status == "declined" for a in answers)
         unrelated_best += [max((h.dense or 0.0 for h in a.hits), default=0.0) for a in answers]
+        unrelated_rescue += [
+            rescue_cosine(service, s.min_score, qa["question"], a) for qa, a in zip(questions, answers, strict=True)
+        ]
 
     mean = lambda key: statistics.fmean(float(r[key]) for r in rows)  # noqa: E731
     shown = sum(r["citations"] for r in rows)
@@ -335,6 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     related_best = [r["best_dense"] for r in rows]
     thresholds = threshold_table(related_best, unrelated_best, s.min_score)
     print(table(["min_score", "answerable kept", "unrelated declined"], thresholds))
+    print(
+        f"\nthe sentence rescue at min_score {s.min_score}: a question the passages would decline is answered"
+        " when a sentence of the top passages reaches min_sentence_score (0: off):"
+    )
+    rescues = rescue_table([r["rescue_cosine"] for r in rows], unrelated_rescue, s.min_sentence_score)
+    print(table(["min_sentence_score", "answerable declined (questions)", "unrelated answered (questions)"], rescues))
     if generated:
         print("\nwhat the relevance checks would give (lead contains gold / model leads / confidently wrong):")
         print(
