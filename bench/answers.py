@@ -40,7 +40,7 @@ from _common import (
     write_result,
 )
 
-from bot.answer import Answer, Answerer, lexical_coverage
+from bot.answer import Answer, Answerer, judge
 from bot.llm import GenerationParams, Message
 from bot.reader import SentenceSelector
 from bot.service import RagService, build_llm
@@ -234,8 +234,7 @@ def threshold_table(related: list[float], unrelated: list[float], current: float
 def rescue_cosine(service: RagService, min_score: float, question: str, answer: Answer) -> float | None:
     """The best sentence cosine of a question the passages alone would decline (None: they would not)."""
     hits = answer.hits
-    best = max((h.dense or 0.0 for h in hits), default=0.0)
-    if hits and (best >= min_score or lexical_coverage(question, hits[0]) >= 0.75):
+    if judge(question, hits, min_score, caution_score=0.0) != "declined":
         return None
     scored = SentenceSelector(service.embedder.embed).score(question, hits) if hits else []
     return max((x.dense for x in scored), default=0.0)

@@ -28,7 +28,7 @@ from bot.checks import check_answer, tidy
 from bot.citations import Citation, consulted, verify
 from bot.llm import LLM, GenerationParams, LLMError
 from bot.prompts import PASSAGE_CHARS, STOP, answer_messages
-from bot.reader import SURE_LEXICAL, Lead, ScoredSentence, SentenceSelector
+from bot.reader import SURE_LEXICAL, Lead, SentenceSelector
 from bot.repetition import stop_when_degenerate
 from store.protocol import STORE_OUTAGE_NOTICE, EncoderMismatch, StoreUnavailable
 from store.retrieval import Retriever
@@ -248,21 +248,17 @@ class Answerer:
         events: list[AnswerEvent] = [Retrieved(hits)]
 
         t1 = time.perf_counter()
-        scored: list[ScoredSentence] | None = None
-        answer.status = judge(question, hits, self.min_score, self.caution_score)
-        if answer.status == "declined" and hits and self.min_sentence_score > 0:
-            # a long passage dilutes the one sentence that answers: that sentence's own cosine can tell
-            scored = self.selector.score(answer.search_query, hits, vector)
-            if max((s.dense for s in scored), default=0.0) >= self.min_sentence_score:
-                answer.status = "cautious"
+        scored = self.selector.score(answer.search_query, hits, vector)
+        best_sentence = max((s.dense for s in scored), default=0.0)
+        answer.status = judge(
+            question, hits, self.min_score, self.caution_score, best_sentence, self.min_sentence_score
+        )
         if answer.status == "declined":
             answer.note = DECLINE
             return Prepared(answer, events, None, done=True)
         if answer.status == "cautious":
             answer.note = CAUTION
         scores = [h.dense or 0.0 for h in hits]
-        if scored is None:
-            scored = self.selector.score(answer.search_query, hits, vector)
         lead = self.selector.lead_from(scored, hits, answer.search_query)
         by_passage: dict[int, dict[int, float]] = {}
         for s in scored:
@@ -353,16 +349,28 @@ def _cited_hits(citations: list[Citation], answer: Answer) -> list[tuple[Citatio
     return [(c, answer.hits[c.number - 1]) for c in citations]
 
 
-def judge(question: str, hits: Sequence[Hit], min_score: float, caution_score: float) -> AnswerStatus:
-    """Answer, answer with a caution, or decline, from the retrieval scores alone.
+def judge(
+    question: str,
+    hits: Sequence[Hit],
+    min_score: float,
+    caution_score: float,
+    best_sentence: float = 0.0,
+    min_sentence_score: float = 0.0,
+) -> AnswerStatus:
+    """Answer, answer with a caution, or decline, from the retrieval scores.
 
     Short questions embed far from long passages ("How do I use a bigger model?" scores
     0.29 against the section titled "Using a bigger model"), so a passage that holds
-    (nearly) every term of the question is answered too, with the caution.
+    (nearly) every term of the question is answered too, with the caution; and so is a
+    question one of whose top sentences (`best_sentence`, the reader's best cosine) reaches
+    `min_sentence_score` (0: off): a long passage dilutes the one sentence that answers.
     """
     best = max((h.dense or 0.0 for h in hits), default=0.0)
-    if not hits or (best < min_score and lexical_coverage(question, hits[0]) < 0.75):
+    if not hits:
         return "declined"
+    if best < min_score and lexical_coverage(question, hits[0]) < 0.75:
+        rescued = min_sentence_score > 0 and best_sentence >= min_sentence_score
+        return "cautious" if rescued else "declined"
     return "cautious" if best < caution_score else "answered"
 
 
