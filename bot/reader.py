@@ -28,7 +28,7 @@ import numpy as np
 
 from bot.citations import shorten
 from bot.prompts import instruction_like
-from store.text import content_words, idf_weights, split_sentences, terms, words
+from store.text import content_words, idf_of_terms, split_sentences, terms, words
 from store.types import Chunk, Hit
 
 log = logging.getLogger(__name__)
@@ -125,14 +125,15 @@ class SentenceSelector:
             return []
         # idf over the candidate sentences: a word most of them share (the topic) tells less than
         # one only a few hold (tune: lead 0.870 -> 0.873 over idf taken over the passages)
-        idf = idf_weights([t for _, _, t in items])
+        held = [terms(t) for _, _, t in items]  # each sentence's stemmed terms, stemmed once
+        idf = idf_of_terms(held)
         asked = terms(question)
         total = sum(idf.get(t, 1.0) for t in asked) or 1.0
         dense = self._dense(question, [t for _, _, t in items], query_vector)
         w = self.weights
         scored = []
-        for (number, position, text), cosine in zip(items, dense, strict=True):
-            lexical = sum(idf.get(t, 1.0) for t in asked & terms(text)) / total
+        for (number, position, text), cosine, has in zip(items, dense, held, strict=True):
+            lexical = sum(idf.get(t, 1.0) for t in asked & has) / total
             rank = 1.0 / number
             penalty = 0.15 if len(words(text)) < 4 else 0.0  # "Yes.", list numbers, headings
             score = w.lexical * lexical + w.dense * cosine + w.rank * rank - penalty

@@ -82,10 +82,15 @@ def terms(text: str) -> set[str]:
 
 
 def idf_weights(passages: Sequence[str]) -> dict[str, float]:
+    return idf_of_terms([terms(p) for p in passages])
+
+
+def idf_of_terms(term_sets: Sequence[set[str]]) -> dict[str, float]:
+    """idf_weights over texts whose `terms` are already known."""
     df: Counter[str] = Counter()
-    for p in passages:
-        df.update(terms(p))
-    n = max(len(passages), 1)
+    for t in term_sets:
+        df.update(t)
+    n = max(len(term_sets), 1)
     return {w: math.log(1 + n / (1 + c)) + 0.5 for w, c in df.items()}
 
 
