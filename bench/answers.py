@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,10 @@ from _common import (
 
 from bot.answer import Answer, Answerer, judge
 from bot.llm import GenerationParams, Message
-from bot.reader import SentenceSelector
 from bot.service import RagService, build_llm
 from store.chroma import ChromaLocation, ChromaStore
 from store.embedder import SentenceTransformerEmbedder
+from store.types import Hit
 
 SOURCE_PREFIX = "xquad:"
 
@@ -221,32 +222,51 @@ def check_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
     return out
 
 
-def threshold_table(related: list[float], unrelated: list[float], current: float) -> list[list[Any]]:
-    """What each decline threshold would do: related questions kept vs unrelated ones declined."""
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """What the decision reads of one question: its passages and its best sentence's cosine."""
+
+    question: str
+    hits: list[Hit]
+    best_sentence: float
+
+
+def declined(cases: list[Decided], min_score: float, min_sentence_score: float) -> int:
+    """How many of the questions `judge` declines at these thresholds."""
+    return sum(
+        judge(c.question, c.hits, min_score, 0.0, c.best_sentence, min_sentence_score) == "declined" for c in cases
+    )
+
+
+def threshold_table(
+    related: list[Decided], unrelated: list[Decided], current: float, sentence: float
+) -> list[list[Any]]:
+    """What each decline threshold would do, with both rescues in place."""
     rows = []
-    for t in sorted({0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50, round(current, 2)}):
-        kept = sum(s >= t for s in related) / max(len(related), 1)
-        declined = sum(s < t for s in unrelated) / max(len(unrelated), 1)
-        rows.append([f"{t:.2f}", kept, declined])
+    for t in sorted({0.26, 0.28, 0.30, 0.31, 0.32, 0.34, 0.36, round(current, 2)}):
+        rows.append([f"{t:.2f}", declined(related, t, sentence), len(unrelated) - declined(unrelated, t, sentence)])
     return rows
 
 
-def rescue_cosine(service: RagService, min_score: float, question: str, answer: Answer) -> float | None:
-    """The best sentence cosine of a question the passages alone would decline (None: they would not)."""
-    hits = answer.hits
-    if judge(question, hits, min_score, caution_score=0.0) != "declined":
-        return None
-    scored = SentenceSelector(service.embedder.embed).score(question, hits) if hits else []
-    return max((x.dense for x in scored), default=0.0)
+def threshold_gap(related: list[Decided], unrelated: list[Decided], sentence: float) -> tuple[float, float]:
+    """The best-passage cosines that only min_score decides: the highest of an unrelated question
+    and the lowest of an answerable one (the questions no rescue answers at any min_score)."""
+
+    def passage_only(cases: list[Decided]) -> list[float]:
+        return [
+            max((h.dense or 0.0 for h in c.hits), default=0.0)
+            for c in cases
+            if c.hits and judge(c.question, c.hits, 1.0, 0.0, c.best_sentence, sentence) == "declined"
+        ]
+
+    return max(passage_only(unrelated), default=0.0), min(passage_only(related), default=1.0)
 
 
-def rescue_table(related: list[float | None], unrelated: list[float | None], current: float) -> list[list[Any]]:
+def rescue_table(related: list[Decided], unrelated: list[Decided], min_score: float, current: float) -> list[list[Any]]:
     """What each sentence threshold would do to the questions the passages would decline."""
     rows = []
     for t in sorted({0.0, 0.40, 0.42, 0.45, 0.48, 0.50, round(current, 2)}):
-        declined = sum(c is not None and not (t > 0 and c >= t) for c in related)
-        answered = sum(c is None or (t > 0 and c >= t) for c in unrelated)
-        rows.append([f"{t:.2f}", declined, answered])
+        rows.append([f"{t:.2f}", declined(related, min_score, t), len(unrelated) - declined(unrelated, min_score, t)])
     return rows
 
 
@@ -270,11 +290,12 @@ def main(argv: list[str] | None = None) -> int:
 
     generated = not args.evidence_only and args.mode != "extract"
     rows = []
+    related: list[Decided] = []
     started = time.perf_counter()
     for n, qa in enumerate(questions, start=1):
         answer = service.ask(namespace, qa["question"])
         rows.append(score_question(qa, answer, generated))
-        rows[-1]["rescue_cosine"] = rescue_cosine(service, service.settings.min_score, qa["question"], answer)
+        related.append(Decided(qa["question"], answer.hits, answer.best_sentence))
         if n % 25 == 0:
             print(f"  asked {n}/{len(questions)} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - started
@@ -289,15 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         min_sentence_score=s.min_sentence_score,
     )
     refusals: dict[str, float] = {}
-    unrelated_best: list[float] = []
-    unrelated_rescue: list[float | None] = []
+    unrelated_cases: list[Decided] = []
     for ns in unrelated:
         answers = [silent.ask(ns, qa["question"]) for qa in questions]
         refusals[ns] = statistics.fmean(a.status == "declined" for a in answers)
-        unrelated_best += [max((h.dense or 0.0 for h in a.hits), default=0.0) for a in answers]
-        unrelated_rescue += [
-            rescue_cosine(service, s.min_score, qa["question"], a) for qa, a in zip(questions, answers, strict=True)
-        ]
+        unrelated_cases += [Decided(a.question, a.hits, a.best_sentence) for a in answers]
 
     mean = lambda key: statistics.fmean(float(r[key]) for r in rows)  # noqa: E731
     shown = sum(r["citations"] for r in rows)
@@ -362,15 +379,18 @@ def main(argv: list[str] | None = None) -> int:
         ("correct refusals (worst unrelated namespace)", summary["correct_refusal"], ">= 0.98"),
     ] + [(f"  refusals on {ns}", v, "") for ns, v in refusals.items()]
     print(table(["figure", "value", "target"], figures))
-    print("\nbest passage cosine vs decline threshold (min_score):")
-    related_best = [r["best_dense"] for r in rows]
-    thresholds = threshold_table(related_best, unrelated_best, s.min_score)
-    print(table(["min_score", "answerable kept", "unrelated declined"], thresholds))
+    high, low = threshold_gap(related, unrelated_cases, s.min_sentence_score)
+    print(
+        "\nthe decline threshold (min_score), with both rescues in place; of the questions only it decides,"
+        f" unrelated ones reach {high:.3f} and answerable ones go down to {low:.3f} (halfway: {(high + low) / 2:.3f}):"
+    )
+    thresholds = threshold_table(related, unrelated_cases, s.min_score, s.min_sentence_score)
+    print(table(["min_score", "answerable declined (questions)", "unrelated answered (questions)"], thresholds))
     print(
         f"\nthe sentence rescue at min_score {s.min_score}: a question the passages would decline is answered"
         " when a sentence of the top passages reaches min_sentence_score (0: off):"
     )
-    rescues = rescue_table([r["rescue_cosine"] for r in rows], unrelated_rescue, s.min_sentence_score)
+    rescues = rescue_table(related, unrelated_cases, s.min_score, s.min_sentence_score)
     print(table(["min_sentence_score", "answerable declined (questions)", "unrelated answered (questions)"], rescues))
     if generated:
         print("\nwhat the relevance checks would give (lead contains gold / model leads / confidently wrong):")

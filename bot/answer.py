@@ -83,6 +83,7 @@ class Answer:
     mode: AnswerMode = "auto"
     checked_text: str = ""  # the model's text after the citation check (benchmarks replay the checks on it)
     lead_core: str = ""  # the reader's best sentence (the lead may add its neighbour)
+    best_sentence: float = 0.0  # the highest cosine of a top sentence (the decision's sentence rescue)
 
     @property
     def evidence(self) -> list[Citation]:
@@ -169,7 +170,7 @@ class Answerer:
         llm: LLM | None,
         *,
         top_k: int = 4,
-        min_score: float = 0.30,
+        min_score: float = 0.31,
         caution_score: float = 0.45,
         min_sentence_score: float = 0.45,
         params: GenerationParams | None = None,
@@ -249,7 +250,7 @@ class Answerer:
 
         t1 = time.perf_counter()
         scored = self.selector.score(answer.search_query, hits, vector)
-        best_sentence = max((s.dense for s in scored), default=0.0)
+        answer.best_sentence = best_sentence = max((s.dense for s in scored), default=0.0)
         answer.status = judge(
             question, hits, self.min_score, self.caution_score, best_sentence, self.min_sentence_score
         )

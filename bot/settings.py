@@ -136,9 +136,10 @@ class Settings(BaseSettings):
         ),
     )
     min_score: float = Field(
-        0.32,
+        0.31,
         description=(
-            "Cosine similarity below which the best passage is not relevant: the bot declines instead of answering."
+            "Cosine similarity below which the best passage is not relevant: the bot declines instead of answering "
+            "(unless the passage holds the question's words or one of its sentences is close)."
         ),
     )
     caution_score: float = Field(

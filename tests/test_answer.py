@@ -8,6 +8,7 @@ import pytest
 from bot.answer import Answerer, Completed, Evidence, Retrieved, Token, Turn, standalone_query
 from bot.checks import tidy
 from bot.prompts import SYSTEM
+from bot.settings import Settings
 from store.types import Chunk, Hit
 from tests.fakes import cite_first_passage
 
@@ -224,3 +225,15 @@ def test_a_passage_that_embeds_far_is_still_answered_when_one_of_its_sentences_i
     assert answer.status == status, answer
     if status == "cautious":
         assert answer.lead is not None and "every month" in answer.lead.quote
+
+
+@pytest.mark.parametrize(("dense", "status"), [(0.315, "cautious"), (0.30, "declined")])
+def test_by_default_the_decline_threshold_sits_halfway_between_unrelated_and_answerable_passages(dense, status):
+    # tuning half of XQuAD dev: the best passage of an unrelated question that nothing else
+    # rescues reaches 0.303, the lowest of an answerable one 0.320; the default is halfway
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    retriever = _FarPassages(FAR, "The kettle is descaled every month by facilities.", dense=dense, sentence=0.0)
+    answer = Answerer(
+        retriever, None, min_score=settings.min_score, min_sentence_score=settings.min_sentence_score
+    ).ask(NS, "How frequently does the kettle get cleaned?")
+    assert answer.status == status, answer
