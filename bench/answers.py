@@ -229,13 +229,13 @@ class Decided:
     question: str
     hits: list[Hit]
     best_sentence: float
+    rarity: dict[str, float]
 
 
 def declined(cases: list[Decided], min_score: float, min_sentence_score: float) -> int:
     """How many of the questions `judge` declines at these thresholds."""
-    return sum(
-        judge(c.question, c.hits, min_score, 0.0, c.best_sentence, min_sentence_score) == "declined" for c in cases
-    )
+    verdicts = (judge(c.question, c.hits, min_score, 0.0, c.best_sentence, min_sentence_score, c.rarity) for c in cases)
+    return sum(v == "declined" for v in verdicts)
 
 
 def threshold_table(
@@ -256,7 +256,7 @@ def threshold_gap(related: list[Decided], unrelated: list[Decided], sentence: fl
         return [
             max((h.dense or 0.0 for h in c.hits), default=0.0)
             for c in cases
-            if c.hits and judge(c.question, c.hits, 1.0, 0.0, c.best_sentence, sentence) == "declined"
+            if c.hits and judge(c.question, c.hits, 1.0, 0.0, c.best_sentence, sentence, c.rarity) == "declined"
         ]
 
     return max(passage_only(unrelated), default=0.0), min(passage_only(related), default=1.0)
@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     for n, qa in enumerate(questions, start=1):
         answer = service.ask(namespace, qa["question"])
         rows.append(score_question(qa, answer, generated))
-        related.append(Decided(qa["question"], answer.hits, answer.best_sentence))
+        rarity = service.retriever.term_rarity(namespace, qa["question"])
+        related.append(Decided(qa["question"], answer.hits, answer.best_sentence, rarity))
         if n % 25 == 0:
             print(f"  asked {n}/{len(questions)} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - started
@@ -314,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     for ns in unrelated:
         answers = [silent.ask(ns, qa["question"]) for qa in questions]
         refusals[ns] = statistics.fmean(a.status == "declined" for a in answers)
-        unrelated_cases += [Decided(a.question, a.hits, a.best_sentence) for a in answers]
+        unrelated_cases += [
+            Decided(a.question, a.hits, a.best_sentence, service.retriever.term_rarity(ns, a.question)) for a in answers
+        ]
 
     mean = lambda key: statistics.fmean(float(r[key]) for r in rows)  # noqa: E731
     shown = sum(r["citations"] for r in rows)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -236,6 +236,7 @@ class Answerer:
         t0 = time.perf_counter()
         try:
             answer.search_query, hits, vector = self.retrieve(namespace, question, history, scopes)
+            rarity = self.retriever.term_rarity(namespace, question, scopes) if hits else {}
         except StoreUnavailable:  # an outage is said as one, never as "nothing found"
             log.warning("retrieval failed: the store is unreachable", exc_info=True)
             answer.status, answer.note = "failed", STORE_OUTAGE_NOTICE
@@ -252,7 +253,7 @@ class Answerer:
         scored = self.selector.score(answer.search_query, hits, vector)
         answer.best_sentence = best_sentence = max((s.dense for s in scored), default=0.0)
         answer.status = judge(
-            question, hits, self.min_score, self.caution_score, best_sentence, self.min_sentence_score
+            question, hits, self.min_score, self.caution_score, best_sentence, self.min_sentence_score, rarity
         )
         if answer.status == "declined":
             answer.note = DECLINE
@@ -357,28 +358,33 @@ def judge(
     caution_score: float,
     best_sentence: float = 0.0,
     min_sentence_score: float = 0.0,
+    rarity: Mapping[str, float] | None = None,
 ) -> AnswerStatus:
     """Answer, answer with a caution, or decline, from the retrieval scores.
 
     Short questions embed far from long passages ("How do I use a bigger model?" scores
     0.29 against the section titled "Using a bigger model"), so a passage that holds
-    (nearly) every term of the question is answered too, with the caution; and so is a
+    (nearly) every term of the question, each weighed by its `rarity` in the namespace (a
+    common "name" or "one" cannot vouch for it), is answered too, with the caution; and so is a
     question one of whose top sentences (`best_sentence`, the reader's best cosine) reaches
     `min_sentence_score` (0: off): a long passage dilutes the one sentence that answers.
     """
     best = max((h.dense or 0.0 for h in hits), default=0.0)
     if not hits:
         return "declined"
-    if best < min_score and lexical_coverage(question, hits[0]) < 0.75:
+    if best < min_score and lexical_coverage(question, hits[0], rarity) < 0.75:
         rescued = min_sentence_score > 0 and best_sentence >= min_sentence_score
         return "cautious" if rescued else "declined"
     return "cautious" if best < caution_score else "answered"
 
 
-def lexical_coverage(question: str, hit: Hit) -> float:
-    """Share of the question's stemmed content terms found in the passage, title and section (0 if < 2 terms)."""
+def lexical_coverage(question: str, hit: Hit, rarity: Mapping[str, float] | None = None) -> float:
+    """Share of the question's stemmed content terms found in the passage, title and section (0 if < 2 terms),
+    each term weighed by its `rarity` (1 each without it)."""
     asked = terms(question)
     if len(asked) < 2:
         return 0.0
     chunk = hit.chunk
-    return len(asked & terms(f"{chunk.title} {chunk.section} {chunk.text}")) / len(asked)
+    weight = (lambda t: rarity.get(t, 1.0)) if rarity else (lambda t: 1.0)
+    held = asked & terms(f"{chunk.title} {chunk.section} {chunk.text}")
+    return sum(map(weight, held)) / (sum(map(weight, asked)) or 1.0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import threading
 from collections.abc import Callable, Iterable
@@ -155,6 +156,23 @@ class Bm25Index:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self.ids[i], float(scores[i])) for i in top if scores[i] > 0]
+
+    def term_rarity(self, terms: Iterable[str], scopes: frozenset[str] | None = None) -> dict[str, float]:
+        """BM25's idf of each stemmed term over the chunks `scopes` may read: a term most of them
+        hold weighs little; one none of them holds weighs most, also when only hidden chunks hold it
+        (what a member may not read must not change how their question is judged)."""
+        mask = self.scopes.mask(scopes)
+        total = len(self.ids) if mask is None else int(mask.sum())
+        vocab: dict[str, int] = self._retriever.vocab_dict if self._retriever is not None else {}
+        postings = self._retriever.scores if self._retriever is not None else {}
+        rarity = {}
+        for term in terms:
+            held = 0
+            if (column := vocab.get(term)) is not None:
+                docs = postings["indices"][postings["indptr"][column] : postings["indptr"][column + 1]]
+                held = len(docs) if mask is None else int(mask[docs].sum())
+            rarity[term] = math.log(1.0 + (total - held + 0.5) / (held + 0.5))
+        return rarity
 
     def save(self, folder: Path) -> None:
         tmp = folder.with_name(folder.name + ".tmp")

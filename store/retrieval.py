@@ -22,6 +22,7 @@ from store.embedder import Embedder
 from store.lexical import BUILD_PAGE, Bm25Index, LexicalIndexes
 from store.namespaces import namespace_key
 from store.protocol import VectorStore
+from store.text import terms
 from store.types import Hit
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,11 @@ class Retriever:
     def lexical_index(self, namespace: str) -> Bm25Index:
         generation = self.store.refresh(namespace)
         return self.lexical.get(namespace_key(namespace), generation, lambda: self._lexical_items(namespace))
+
+    def term_rarity(self, namespace: str, query: str, scopes: frozenset[str] | None = None) -> dict[str, float]:
+        """How telling each of the query's stemmed terms is among the chunks `scopes` may read
+        (BM25's idf; see Bm25Index.term_rarity)."""
+        return self.lexical_index(namespace).term_rarity(terms(query), scopes)
 
     def _lexical_items(self, namespace: str) -> Iterator[tuple[str, str, str]]:
         """What BM25 indexes: each live chunk's text with its title and section (as the encoder sees it),

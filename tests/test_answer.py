@@ -202,6 +202,9 @@ class _FarPassages:
     def embed_query(self, text):
         return np.asarray([1.0, 0.0])
 
+    def term_rarity(self, namespace, query, scopes=None):
+        return {}  # every word weighs the same
+
     def search(self, namespace, query, k, scopes=None, vector=None):
         return [
             Hit(Chunk(f"d{i}", 0, t, f"Doc {i}", f"doc{i}.md"), score=0.5, dense=self.dense)
@@ -237,3 +240,19 @@ def test_by_default_the_decline_threshold_sits_halfway_between_unrelated_and_ans
         retriever, None, min_score=settings.min_score, min_sentence_score=settings.min_sentence_score
     ).ask(NS, "How frequently does the kettle get cleaned?")
     assert answer.status == status, answer
+
+
+def test_the_keyword_rescue_weighs_words_by_rarity_so_common_ones_cannot_vouch_for_a_passage(service):
+    # the passages embed far from both questions (min_score 0.99): only the keyword rescue can answer
+    text = (
+        "Name one owner for every service. The cause of each outage is written down by its owner. "
+        "Owners review the alerts of their service every week."
+    )
+    service.ingest_bytes(NS, text.encode(), "owners.md", source="owners.md", title="Owners")
+    service.settings = service.settings.model_copy(
+        update={"min_score": 0.99, "caution_score": 0.99, "min_sentence_score": 0.0}
+    )
+    # every telling word is there: answered, with a caution
+    assert service.ask(NS, "Who has written down the cause of each outage?").status == "cautious"
+    # 3 of its 4 words are there, but the one that tells (found nowhere) is not: declined
+    assert service.ask(NS, "Name one of the causes of immunodeficiency.").status == "declined"

@@ -92,3 +92,20 @@ def test_unreadable_saved_index_is_rebuilt(service, docs_dir, tmp_path):
     fresh = LexicalIndexes(tmp_path / "lexical")
     index = Retriever(service.store, service.embedder, fresh).lexical_index(NS)
     assert fresh.builds == 1 and set(index.ids) == service.store.live_ids(NS)
+
+
+def test_a_term_few_chunks_hold_weighs_more_and_one_no_visible_chunk_holds_weighs_most():
+    index = Bm25Index.build(
+        [
+            ("a", "Name the owner of each deploy and the cause of each outage.", "guild"),
+            ("b", "Name one reviewer for every change.", "guild"),
+            ("c", "Name the channel where releases are announced.", "guild"),
+            ("d", "Immunodeficiency notes from the private lab.", "lab"),
+        ],
+        "g1",
+    )
+    weights = index.term_rarity({"name", "caus", "immunodefici", "zzz"}, frozenset({"guild"}))
+    assert weights["name"] < weights["caus"] < weights["zzz"]
+    # a term only a hidden channel holds weighs as one nobody holds: rarity tells nothing of it
+    assert weights["immunodefici"] == weights["zzz"]
+    assert index.term_rarity({"immunodefici"}, None)["immunodefici"] < weights["zzz"]
