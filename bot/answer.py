@@ -385,6 +385,6 @@ def lexical_coverage(question: str, hit: Hit, rarity: Mapping[str, float] | None
     if len(asked) < 2:
         return 0.0
     chunk = hit.chunk
-    weight = (lambda t: rarity.get(t, 1.0)) if rarity else (lambda t: 1.0)
+    weight = rarity or {}
     held = asked & terms(f"{chunk.title} {chunk.section} {chunk.text}")
-    return sum(map(weight, held)) / (sum(map(weight, asked)) or 1.0)
+    return sum(weight.get(t, 1.0) for t in held) / (sum(weight.get(t, 1.0) for t in asked) or 1.0)
