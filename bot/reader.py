@@ -96,6 +96,11 @@ class Lead:
         return self.lexical >= SURE_LEXICAL and self.margin >= SURE_MARGIN
 
 
+def _fragment(text: str) -> bool:
+    """A heading or a stub ("It did."): too short, or not ended like a sentence."""
+    return len(words(text)) < FRAGMENT_WORDS or not text.rstrip("\"')]”’").endswith((".", "!", "?", ":"))
+
+
 def collapse(text: str) -> str:
     return " ".join(text.split())
 
@@ -166,11 +171,17 @@ class SentenceSelector:
         if not scored:
             return None
         best = max(scored, key=lambda s: (s.score, -s.number, -s.position))
+        fragment = _fragment(best.text)
+        at = {(s.number, s.position) for s in scored}
+        if fragment and (best.number, best.position + 1) not in at:
+            # a heading that ends its passage: chunks overlap, so the next passage may hold it
+            # with the text it heads; read it there
+            twins = [s for s in scored if s.text == best.text and (s.number, s.position + 1) in at]
+            best = max(twins, key=lambda s: (s.score, -s.number), default=best)
         chunk = hits[best.number - 1].chunk
         text = best.text
         siblings = {s.position: s for s in scored if s.number == best.number}
         after, before = siblings.get(best.position + 1), siblings.get(best.position - 1)
-        fragment = len(words(text)) < FRAGMENT_WORDS or not text.rstrip("\"')]”’").endswith((".", "!", "?", ":"))
         present = [s for s in (after, before) if s is not None]
         if fragment:  # "It did.", a heading: the sentence after it first
             neighbours = present
@@ -205,6 +216,8 @@ class SentenceSelector:
                     part = other.text[: room - len(text) - len(gap) - 1].rsplit(" ", 1)[0]
                     if part:
                         text = f"{text}{gap}{part}…"  # only in part: it still counts against the margin
-        rest = max((s.score for s in scored if s not in shown), default=None)
+        # a copy of a shown sentence in an overlapping passage is the same evidence, not a rival
+        texts = {s.text for s in shown}
+        rest = max((s.score for s in scored if s.text not in texts), default=None)
         margin = best.score - rest if rest is not None else 1.0
         return Lead(best.number, chunk, text, best.score, best.lexical, best.dense, best.text, margin)

@@ -51,6 +51,42 @@ def test_a_fragment_takes_its_neighbour():
     assert lead is not None and lead.text == "Refund window? Thirty days from purchase."
 
 
+BODY = (
+    "In auto, the default, the model's answer leads the reply only when it passes every check: a sentence "
+    "carries a citation its passage backs, the cited sentences' words are mostly in the lead evidence, they "
+    "hold a word of the evidence that the question lacks, and the text is not degenerate; otherwise the quote "
+    "leads and a note says why the model's words are not shown."
+)
+
+
+def test_a_heading_that_ends_one_passage_is_read_where_the_next_passage_continues_it():
+    # chunks overlap: the heading that ends passage 1 starts passage 2, followed by its body
+    first = "Generation ends at the end token or at stop strings. 5. Choosing what leads (ANSWER_MODE)."
+    second = f"5. Choosing what leads (ANSWER_MODE). {BODY}"
+    lead = SentenceSelector(None).select("What does ANSWER_MODE do?", hits(first, second))
+    assert lead is not None and lead.number == 2
+    assert "Choosing what leads (ANSWER_MODE). In auto, the default" in lead.text
+    assert lead.sure  # its own copy in passage 1 is the same evidence, not a rival it barely beats
+
+
+def test_the_same_sentence_in_two_overlapping_passages_is_not_its_own_rival():
+    # the trailing sentence of passage 2 starts passage 3 (chunks overlap): one piece of evidence
+    answer = "The refund window is thirty days from the date of purchase."
+    lead = SentenceSelector(None).select(
+        "How long is the refund window?",
+        hits("Shipping takes a week.", f"Returns go to the depot. {answer}", f"{answer} Keep the receipt."),
+    )
+    assert lead is not None and "thirty days" in lead.text
+    assert lead.sure, lead.margin
+
+
+def test_a_fragment_whose_neighbour_is_too_long_shows_the_start_of_it():
+    lead = SentenceSelector(None).select("What does ANSWER_MODE do?", hits(f"Choosing ANSWER_MODE. {BODY}"))
+    assert lead is not None and len(lead.text) <= 300
+    assert lead.text.startswith("Choosing ANSWER_MODE. In auto, the default, the model's answer leads")
+    assert lead.text.endswith("…")
+
+
 def test_each_signal_can_be_switched_off():
     only_rank = SentenceSelector(None, weights=Weights(lexical=0, dense=0, rank=1))
     lead = only_rank.select("Where is Levi's Stadium?", hits(*PASSAGES))
