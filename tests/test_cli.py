@@ -108,4 +108,7 @@ def test_ask_prints_the_evidence_first_then_the_checked_answer(service, docs_dir
     console = Console(file=io.StringIO(), width=200)
     cli.cmd_ask(args, service.settings, console)
     out = console.file.getvalue()
-    assert "\nAnswer" not in out and "The model's phrasing above is not the answer; the quote is." in out
+    assert "\nAnswer" not in out
+    after = out.split("Invoices are sent every month. [1]", 1)[1].split("Sources")[0]
+    assert after.lower().count("the model's phrasing") == 1, after  # said once, with why: not twice in other words
+    assert "did not pass the checks" in after
