@@ -130,7 +130,7 @@ def _is_sentence_end(text: str, punct_start: int, next_start: int) -> bool:
     if text[punct_start] != ".":
         return True
     before = text[max(0, punct_start - 40) : punct_start].rsplit(None, 1)
-    word = before[-1].lstrip("([{\"'“‘") if before else ""
+    word = before[-1].lstrip("([{\"'“‘`*_") if before else ""  # also Markdown's code and emphasis marks
     lowered = word.lower().rstrip(".")
     if lowered in _ABBREVIATIONS or (lowered in _BEFORE_NUMBER and following.isdigit()):
         return False

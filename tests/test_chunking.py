@@ -184,6 +184,7 @@ def test_paragraphs_and_list_items_are_boundaries() -> None:
         "Dr. Smith and Mr. Jones met at 3.5 p.m. today.",
         "Open https://example.com/docs/v1.2/index.html?x=1.5 in a browser.",
         "Version 2.10.3 of J. R. R. Tolkien's book, vol. 3, p. 12 of No. 5.",
+        "A PDF citation names the page (`p. 3`) and a list its item (*e.g.* `No. 5`).",
     ],
 )
 def test_sentence_splitter_does_not_split_inside(text: str) -> None:
