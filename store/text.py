@@ -22,6 +22,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from itertools import accumulate
 
 STOPWORDS = frozenset(
     (
@@ -100,7 +101,23 @@ def sentence_pieces(text: str) -> list[Piece]:
     cuts = {m.end() for m in _PARAGRAPH_BREAK.finditer(text)}
     cuts.update(m.start() + 1 for m in _LIST_ITEM.finditer(text))
     cuts.update(m.end() for m in _SENTENCE_END.finditer(text) if _is_sentence_end(text, m.start(), m.end()))
+    cuts.update(_table_row_cuts(text))
     return pieces_between(text, sorted(cuts))
+
+
+def _table_row_cuts(text: str) -> list[int]:
+    """Where each row of a table starts and ends: loaders write one " | "-joined line per row,
+    and two or more such lines in a row are a table, so each row is a sentence of its own."""
+    if " | " not in text:
+        return []
+    lines = text.split("\n")
+    starts = list(accumulate((len(line) + 1 for line in lines[:-1]), initial=0))
+    row = [" | " in line for line in lines]
+    cuts = []
+    for i, start in enumerate(starts):
+        if row[i] and ((i > 0 and row[i - 1]) or (i + 1 < len(row) and row[i + 1])):
+            cuts += [start, start + len(lines[i])]
+    return cuts
 
 
 def split_sentences(text: str) -> list[str]:

@@ -191,6 +191,18 @@ def test_sentence_splitter_does_not_split_inside(text: str) -> None:
     assert split_sentences(text) == [text]
 
 
+def test_each_table_row_is_a_sentence_of_its_own() -> None:
+    # loaders write a table as one " | "-joined line per row: the reader must be able to quote one row
+    text = "The formats are below.\nformat | library | cited as\nPDF | pypdf | p. 3\nDOCX | python-docx | section\nThat is all."
+    assert split_sentences(text) == [
+        "The formats are below.", "format | library | cited as", "PDF | pypdf | p. 3", "DOCX | python-docx | section",
+        "That is all.",
+    ]  # fmt: skip
+    assert split_sentences("a line\nthat wraps | not a table? no: one pipe\nends here.") == [
+        "a line\nthat wraps | not a table? no: one pipe\nends here."
+    ]
+
+
 def test_sentence_splitter_splits_real_sentences() -> None:
     text = "It rained. Then it stopped! Did it? Yes... The end came in 2023. Next one.\n日本語です。次です。"
     assert split_sentences(text) == [
