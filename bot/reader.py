@@ -75,6 +75,7 @@ class ScoredSentence:
     rank: float
     penalty: float  # short sentences ("Yes.", list numbers, headings) rarely answer
     score: float
+    header: int | None = None  # a table row: the position of its table's header row in the passage
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,23 @@ class Lead:
     def sure(self) -> bool:
         """Shown without a caution: it holds most of the question's terms and clearly beats the rest."""
         return self.lexical >= SURE_LEXICAL and self.margin >= SURE_MARGIN
+
+
+def table_headers(sentences: Sequence[str]) -> list[int | None]:
+    """For each sentence, the position of its table's header row if it is a row of a table
+    (a run of two or more " | "-joined lines: the splitter makes each row a sentence), else None.
+    The header is the run's first row: loaders start every table, and every spreadsheet piece, with it."""
+    out: list[int | None] = [None] * len(sentences)
+    start: int | None = None
+    for i, text in enumerate(sentences):
+        if " | " not in text:
+            start = None
+            continue
+        if start is None:
+            start = i
+        else:
+            out[i] = start
+    return out
 
 
 def _fragment(text: str) -> bool:
@@ -120,29 +138,32 @@ class SentenceSelector:
         top = list(hits[: self.passages])
         if not top:
             return []
-        items: list[tuple[int, int, str]] = []
+        items: list[tuple[int, int, str, int | None, str]] = []  # (number, position, text, header at, its text)
         for number, hit in enumerate(top, start=1):
-            for position, sentence in enumerate(split_sentences(hit.chunk.text)):
-                text = collapse(sentence)
+            sentences = [collapse(s) for s in split_sentences(hit.chunk.text)]
+            for position, (text, header) in enumerate(zip(sentences, table_headers(sentences), strict=True)):
                 if text and not instruction_like(text):  # a sentence addressed to the model is no evidence
-                    items.append((number, position, text))
+                    items.append((number, position, text, header, sentences[header] if header is not None else ""))
         if not items:
             return []
+        # a table row is read with its header: "Pear | 5 | 0" answers a question about a price only
+        # with "item | price | stock" above it
+        read = [f"{head} {text}" if head else text for _, _, text, _, head in items]
         # idf over the candidate sentences: a word most of them share (the topic) tells less than
         # one only a few hold (tune: lead 0.870 -> 0.873 over idf taken over the passages)
-        held = [terms(t) for _, _, t in items]  # each sentence's stemmed terms, stemmed once
+        held = [terms(t) for t in read]  # each sentence's stemmed terms, stemmed once
         idf = idf_of_terms(held)
         asked = terms(question)
         total = sum(idf.get(t, 1.0) for t in asked) or 1.0
-        dense = self._dense(question, [t for _, _, t in items], query_vector)
+        dense = self._dense(question, read, query_vector)
         w = self.weights
         scored = []
-        for (number, position, text), cosine, has in zip(items, dense, held, strict=True):
+        for (number, position, text, header, _), cosine, has in zip(items, dense, held, strict=True):
             lexical = sum(idf.get(t, 1.0) for t in asked & has) / total
             rank = 1.0 / number
             penalty = 0.15 if len(words(text)) < 4 else 0.0  # "Yes.", list numbers, headings
             score = w.lexical * lexical + w.dense * cosine + w.rank * rank - penalty
-            scored.append(ScoredSentence(number, position, text, lexical, cosine, rank, penalty, score))
+            scored.append(ScoredSentence(number, position, text, lexical, cosine, rank, penalty, score, header))
         return scored
 
     def _dense(self, question: str, sentences: list[str], query_vector: np.ndarray | None) -> list[float]:
@@ -191,7 +212,11 @@ class SentenceSelector:
             neighbours = []
         room = LEAD_CHARS - TITLE_ROOM
         shown = [best]
-        if len(text) > room:  # one long sentence: the part around the question's words, cut with "…"
+        head = siblings.get(best.header) if best.header is not None else None
+        if head is not None and len(head.text) + len(text) + 3 <= room:  # a table row: under its header
+            text = f"{head.text} {text}" if head.position == best.position - 1 else f"{head.text} … {text}"
+            shown.append(head)
+        elif len(text) > room:  # one long sentence: the part around the question's words, cut with "…"
             text = shorten(text, room, around=set(content_words(question)))
         else:
             for neighbour in neighbours:

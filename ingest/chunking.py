@@ -3,8 +3,10 @@
 Chunks never cross a section (so a chunk has exactly one PDF page, or one Markdown
 heading path). Within a section, text is cut on sentence boundaries (paragraph breaks
 and list items count too) and packed up to `target_tokens`; the trailing whole
-sentences of one chunk, up to `overlap_tokens`, start the next. A sentence longer than
-the budget is cut on line breaks, then words, then characters.
+sentences of one chunk, up to `overlap_tokens`, start the next. Each row of a table is a
+sentence (store.text), and a table that goes on into the next chunk starts it again with
+its header row: a row answers only under its header. A sentence longer than the budget
+is cut on line breaks, then words, then characters.
 
 The hard invariant: no chunk's `embed_text` (title > section header plus text) counts
 more than `max_tokens` by `count_tokens`, since the encoder silently truncates beyond
@@ -177,16 +179,31 @@ class Chunker:
         out: list[tuple[str, int, bool]] = []
         current: list[_Unit] = []
         size = 0
+        header: _Unit | None = None  # the header row of the table the units are in, if any
+        previous_row = False
         for unit in units:
+            row = " | " in unit.text and "\n" not in unit.text  # the splitter makes each table row a unit
+            if not row:
+                header = None
+            elif not previous_row:
+                header = unit if unit.tokens <= target // 2 else None
+            previous_row = row
             if current and size + unit.tokens > target:
                 out.append(_packed(current, size))
+                # a table's rows continue: the next chunk starts with its header row, then the overlap
+                head = header if row and header is not None and header is not unit else None
                 overlap: list[_Unit] = []
-                kept = 0
+                kept = head.tokens if head is not None else 0
+                allowed = self.overlap_tokens + kept
                 for prev in reversed(current):
-                    if kept + prev.tokens > self.overlap_tokens or kept + prev.tokens + unit.tokens > target:
+                    if prev is head or kept + prev.tokens > allowed or kept + prev.tokens + unit.tokens > target:
                         break
                     overlap.insert(0, prev)
                     kept += prev.tokens
+                if head is not None and kept + unit.tokens <= target:
+                    overlap.insert(0, head)
+                else:
+                    kept -= head.tokens if head is not None else 0
                 current, size = overlap, kept
             current.append(unit)
             size += unit.tokens

@@ -193,7 +193,10 @@ def test_sentence_splitter_does_not_split_inside(text: str) -> None:
 
 def test_each_table_row_is_a_sentence_of_its_own() -> None:
     # loaders write a table as one " | "-joined line per row: the reader must be able to quote one row
-    text = "The formats are below.\nformat | library | cited as\nPDF | pypdf | p. 3\nDOCX | python-docx | section\nThat is all."
+    text = (
+        "The formats are below.\nformat | library | cited as\nPDF | pypdf | p. 3\nDOCX | python-docx | section\n"
+        "That is all."
+    )
     assert split_sentences(text) == [
         "The formats are below.", "format | library | cited as", "PDF | pypdf | p. 3", "DOCX | python-docx | section",
         "That is all.",
@@ -285,3 +288,23 @@ def test_real_tokenizer_300_pages_quickly(real_count: Counter) -> None:
     assert max(real_count([c.embed_text for c in chunks])) <= 256
     assert {c.page for c in chunks} == set(range(1, 301))
     assert elapsed < 3.0, f"chunking 300 pages took {elapsed:.2f}s"  # about 0.3 s on 2 cores
+
+
+@pytest.mark.parametrize("before", ["", "The stock list follows.\n"], ids=["sheet", "table-in-prose"])
+def test_a_table_cut_into_chunks_repeats_its_header_row_in_each(before: str) -> None:
+    # a row answers only with its header ("Pear | 5 | 0": is 5 the price?), so every chunk that
+    # holds rows of a table starts them with the table's header row
+    header = "item | price in euros | in stock"
+    rows = [f"item{i} | {i} | {i * 3}" for i in range(60)]
+    text = before + "\n".join([header, *rows])
+    chunks = Chunker(fake_count, max_tokens=64, target_tokens=48, overlap_tokens=8).chunk(doc_of(text))
+    assert len(chunks) > 3
+    for c in chunks:
+        lines = c.text.split("\n")
+        if any(line.startswith("item") and line != header for line in lines):
+            assert header in lines, c.text
+    shown = {line for c in chunks for line in c.text.split("\n")}
+    assert set(rows) <= shown  # no row lost
+    for c in chunks:  # rows stay in file order, under the header
+        got = [line for line in c.text.split("\n") if line in rows]
+        assert got == sorted(got, key=rows.index)

@@ -87,6 +87,18 @@ def test_a_fragment_whose_neighbour_is_too_long_shows_the_start_of_it():
     assert lead.text.endswith("…")
 
 
+SHEET = "item | price in euros | in stock\nApple | 3 | 10\nPear | 5 | 0\nPlum | 4 | 7"
+
+
+@pytest.mark.parametrize("embed", [None, FakeEmbedder().embed], ids=["lexical", "lexical+dense"])
+def test_a_table_row_is_read_with_its_header_and_quoted_with_it(embed):
+    # a spreadsheet row answers only with its header: "Pear | 5 | 0" alone does not say 5 is the price
+    lead = SentenceSelector(embed).select("What is the price of a pear?", hits(SHEET))
+    assert lead is not None
+    assert lead.text == "item | price in euros | in stock … Pear | 5 | 0"
+    assert lead.lexical == 1.0  # "price" is in the header, "pear" in the row
+
+
 def test_each_signal_can_be_switched_off():
     only_rank = SentenceSelector(None, weights=Weights(lexical=0, dense=0, rank=1))
     lead = only_rank.select("Where is Levi's Stadium?", hits(*PASSAGES))
