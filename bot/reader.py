@@ -28,7 +28,7 @@ import numpy as np
 
 from bot.citations import shorten
 from bot.prompts import instruction_like
-from store.text import content_words, idf_of_terms, split_sentences, terms, words
+from store.text import content_words, idf_of_terms, split_sentences, table_headers, terms, words
 from store.types import Chunk, Hit
 
 log = logging.getLogger(__name__)
@@ -95,23 +95,6 @@ class Lead:
     def sure(self) -> bool:
         """Shown without a caution: it holds most of the question's terms and clearly beats the rest."""
         return self.lexical >= SURE_LEXICAL and self.margin >= SURE_MARGIN
-
-
-def table_headers(sentences: Sequence[str]) -> list[int | None]:
-    """For each sentence, the position of its table's header row if it is a row of a table
-    (a run of two or more " | "-joined lines: the splitter makes each row a sentence), else None.
-    The header is the run's first row: loaders start every table, and every spreadsheet piece, with it."""
-    out: list[int | None] = [None] * len(sentences)
-    start: int | None = None
-    for i, text in enumerate(sentences):
-        if " | " not in text:
-            start = None
-            continue
-        if start is None:
-            start = i
-        else:
-            out[i] = start
-    return out
 
 
 def _fragment(text: str) -> bool:

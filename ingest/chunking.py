@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 
-from store.text import pieces_between, sentence_pieces
+from store.text import pieces_between, sentence_pieces, table_headers
 from store.types import Chunk, LoadedDocument, Section
 
 log = logging.getLogger(__name__)
@@ -179,19 +179,12 @@ class Chunker:
         out: list[tuple[str, int, bool]] = []
         current: list[_Unit] = []
         size = 0
-        header: _Unit | None = None  # the header row of the table the units are in, if any
-        previous_row = False
-        for unit in units:
-            row = " | " in unit.text and "\n" not in unit.text  # the splitter makes each table row a unit
-            if not row:
-                header = None
-            elif not previous_row:
-                header = unit if unit.tokens <= target // 2 else None
-            previous_row = row
+        headers = table_headers([u.text for u in units])  # a table row's header row (the splitter cuts rows)
+        for unit, header in zip(units, headers, strict=True):
             if current and size + unit.tokens > target:
                 out.append(_packed(current, size))
                 # a table's rows continue: the next chunk starts with its header row, then the overlap
-                head = header if row and header is not None and header is not unit else None
+                head = units[header] if header is not None and units[header].tokens <= target // 2 else None
                 overlap: list[_Unit] = []
                 kept = head.tokens if head is not None else 0
                 allowed = self.overlap_tokens + kept

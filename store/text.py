@@ -105,6 +105,23 @@ def sentence_pieces(text: str) -> list[Piece]:
     return pieces_between(text, sorted(cuts))
 
 
+def table_headers(sentences: Sequence[str]) -> list[int | None]:
+    """For each sentence, the position of its table's header row if it is a row of a table
+    (a run of two or more " | "-joined lines: the splitter makes each row a sentence), else None.
+    The header is the run's first row: loaders start every table, and every spreadsheet piece, with it."""
+    out: list[int | None] = [None] * len(sentences)
+    start: int | None = None
+    for i, text in enumerate(sentences):
+        if " | " not in text:
+            start = None
+            continue
+        if start is None:
+            start = i
+        else:
+            out[i] = start
+    return out
+
+
 def _table_row_cuts(text: str) -> list[int]:
     """Where each row of a table starts and ends: loaders write one " | "-joined line per row,
     and two or more such lines in a row are a table, so each row is a sentence of its own."""
