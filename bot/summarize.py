@@ -39,7 +39,7 @@ from bot.citations import (
 from bot.llm import LLM, GenerationParams, LLMError
 from bot.prompts import STOP, summary_messages
 from bot.repetition import degenerate_at, sentence_key, stop_when_degenerate
-from store.text import content_words, split_sentences, stem, words
+from store.text import content_words, split_sentences, stem, table_headers, words
 from store.types import Chunk
 
 log = logging.getLogger(__name__)
@@ -232,6 +232,7 @@ class _Sentence:
     text: str  # verbatim, whitespace collapsed, without a leading list marker
     terms: tuple[str, ...]  # stemmed content words, with repeats
     prose: bool  # ends like a sentence and is no table row (not a heading, code line or fragment)
+    header: str = ""  # a table row: its table's header row
 
 
 _LIST_MARKER = re.compile(r"^(?:[-*+•‣◦▪–]|\d{1,3}[.)]|\(\w{1,3}\))\s+")
@@ -242,14 +243,15 @@ def _sentences(chunks: Sequence[Chunk]) -> list[_Sentence]:
     out: list[_Sentence] = []
     seen: set[str] = set()
     for chunk in chunks:
-        for sentence in split_sentences(chunk.text):
-            text = _LIST_MARKER.sub("", " ".join(sentence.split()))
+        texts = [_LIST_MARKER.sub("", " ".join(s.split())) for s in split_sentences(chunk.text)]
+        for text, header in zip(texts, table_headers(texts), strict=True):
             if not text or text in seen:
                 continue
             seen.add(text)
             ended = text.rstrip("\"')]”’»").endswith((".", "!", "?", "…", "。", "！", "？"))
             prose = ended and text.count("|") < 2
-            out.append(_Sentence(chunk, text, tuple(stem(w) for w in content_words(text)), prose))
+            head = texts[header] if header is not None else ""
+            out.append(_Sentence(chunk, text, tuple(stem(w) for w in content_words(text)), prose, head))
     return out
 
 
@@ -265,6 +267,7 @@ def key_sentences(chunks: Sequence[Chunk], *, embed: Embed | None = None, count:
     KEY_SENTENCES. Each quote is a verbatim sentence (whitespace collapsed, a list item's
     marker left out); sentences of fewer than KEY_MIN_WORDS words are used only when there
     is nothing else, and what is not prose (table rows, code lines, headings) counts PROSE_ONLY.
+    A key table row comes with its table's header row, added once, in document order.
     Time: linear in the document's length (each sentence is compared with <= count others).
     """
     every = _sentences(chunks)
@@ -300,10 +303,17 @@ def key_sentences(chunks: Sequence[Chunk], *, embed: Embed | None = None, count:
         if best < 0:
             break
         picked.append(best)
-    return [
-        Citation(n, sentences[i].chunk, shorten(sentences[i].text, QUOTE_CHARS), round(central[i], 4))
-        for n, i in enumerate(sorted(picked), start=1)
-    ]
+    keys = [(sentences[i], round(central[i], 4)) for i in picked]
+    # a key table row comes under its table's header row (once): its values mean nothing without it
+    shown = {s.text for s, _ in keys}
+    where = {s.text: s for s in every}
+    for s, _ in list(keys):
+        if s.header and s.header not in shown and s.header in where:
+            keys.append((where[s.header], 0.0))
+            shown.add(s.header)
+    order = {id(s): n for n, s in enumerate(every)}
+    keys.sort(key=lambda k: order[id(k[0])])
+    return [Citation(n, s.chunk, shorten(s.text, QUOTE_CHARS), score) for n, (s, score) in enumerate(keys, start=1)]
 
 
 def _lexical_centrality(sentences: Sequence[_Sentence]) -> list[float]:

@@ -266,6 +266,18 @@ def test_key_sentences_prefer_prose_to_table_rows_and_code_and_drop_list_markers
     assert "RAGCORD" not in picked and "|" not in picked
 
 
+def test_key_rows_of_a_table_come_under_its_header_row():
+    # a spreadsheet's chunks each start with its header row: key rows are meaningless without it
+    header = "region | product | units sold | revenue"
+    rows = [f"Region {i % 4} | gadget model {i} with a long name | {i * 10} units | {i * 99} euros" for i in range(24)]
+    chunks = [Chunk("d", n, "\n".join([header, *rows[n * 8 : n * 8 + 8]]), "Sales", "sales.csv") for n in range(3)]
+    keys = key_sentences(chunks, count=3)
+    quotes = [k.quote for k in keys]
+    assert quotes[0] == header and quotes.count(header) == 1, quotes
+    assert len(quotes) == 4 and all(q in rows for q in quotes[1:])
+    assert [k.number for k in keys] == [1, 2, 3, 4]
+
+
 def test_nothing_to_summarise_is_declined_not_an_empty_summary():
     blank = [Chunk("d", 0, " \n\n ", "Blank", "b.md")]
     for llm in (FakeLLM(default="The blank page is white [1]."), None):
