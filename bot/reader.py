@@ -40,6 +40,7 @@ RANK_WEIGHT = 0.25
 FRAGMENT_WORDS = 6  # a best sentence shorter than this takes its neighbour
 LEAD_CHARS = 300  # what a member reads first; a neighbour is added only within it
 TITLE_ROOM = 5  # of which the quote marks take this much (the source and its number follow the quote)
+HEADER_ROOM = 100  # what a table row leaves its header row, at least, when both do not fit
 EXTEND = True  # add the better neighbour when both fit (measured: bench/reader.py)
 # Room that a part of a further sentence is worth: what is left beside the best sentence (and the
 # sentence added to it) is filled with the start of the passage's best later sentence, cut with "…"
@@ -196,8 +197,11 @@ class SentenceSelector:
         room = LEAD_CHARS - TITLE_ROOM
         shown = [best]
         head = siblings.get(best.header) if best.header is not None else None
-        if head is not None and len(head.text) + len(text) + 3 <= room:  # a table row: under its header
-            text = f"{head.text} {text}" if head.position == best.position - 1 else f"{head.text} … {text}"
+        if head is not None:  # a table row: under its header row, both cut around the question's words if need be
+            asked = set(content_words(question))
+            text = shorten(text, room - min(len(head.text), HEADER_ROOM) - 3, around=asked)
+            header = shorten(head.text, room - len(text) - 3, around=asked)
+            text = f"{header} {text}" if head.position == best.position - 1 else f"{header} … {text}"
             shown.append(head)
         elif len(text) > room:  # one long sentence: the part around the question's words, cut with "…"
             text = shorten(text, room, around=set(content_words(question)))

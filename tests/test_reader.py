@@ -99,6 +99,18 @@ def test_a_table_row_is_read_with_its_header_and_quoted_with_it(embed):
     assert lead.lexical == 1.0  # "price" is in the header, "pear" in the row
 
 
+def test_a_long_header_row_is_cut_to_the_columns_the_question_names():
+    columns = [f"column number {i} of the survey" for i in range(12)] + ["fill level", "street address"]
+    header = " | ".join(columns)
+    rows = ["north depot | " + " | ".join(f"v{i}" for i in range(12)) + " | 85 percent | 600 N Michigan Ave"]
+    rows.append("south depot | " + " | ".join(f"w{i}" for i in range(12)) + " | 20 percent | 100 S State St")
+    lead = SentenceSelector(None).select(
+        "What is the fill level for the north depot?", hits("\n".join([f"site | {header}", *rows]))
+    )
+    assert lead is not None and len(lead.text) <= 300
+    assert "fill level" in lead.text and "north depot" in lead.text and "85 percent" in lead.text
+
+
 def test_each_signal_can_be_switched_off():
     only_rank = SentenceSelector(None, weights=Weights(lexical=0, dense=0, rank=1))
     lead = only_rank.select("Where is Levi's Stadium?", hits(*PASSAGES))
