@@ -86,6 +86,11 @@ class Answer:
     best_sentence: float = 0.0  # the highest cosine of a top sentence (the decision's sentence rescue)
 
     @property
+    def model_rejected(self) -> bool:
+        """The model's text failed the checks (or the model failed) and the quote leads instead."""
+        return self.led_by == "quote" and bool(self.rejected) and self.status != "failed"
+
+    @property
     def evidence(self) -> list[Citation]:
         """What the user is shown: the lead, the verified citations, then the other top passages."""
         lead = [self.lead] if self.lead is not None and self.led_by in ("quote", "model") else []
@@ -296,7 +301,7 @@ class Answerer:
             sentence_scores=prepared.sentence_scores,
             avoid=shown,
         )
-        if answer.led_by == "quote" and answer.rejected and answer.status != "failed":
+        if answer.model_rejected:
             why = QUOTED_MODEL_FAILED if answer.rejected == "the model failed" else QUOTED
             answer.note = " ".join(p for p in (answer.note, why) if p)
         yield Completed(answer)

@@ -292,8 +292,7 @@ def _print_answer(console: Console, answer: Answer, *, streamed: str | None = No
     elif answer.lead is None and answer.text:  # key sentences quoted from the document (an extractive summary)
         console.print("\n[bold]Key sentences[/] [dim](quoted from the document)[/]")
         console.print(escape(answer.text), highlight=False, soft_wrap=True)
-    elif streamed and answer.lead is not None and not (answer.rejected and answer.status != "failed"):
-        # (else the note says so, and why)
+    elif streamed and answer.lead is not None and not answer.model_rejected:  # else the note says so, and why
         console.print("[dim]The model's phrasing above is not the answer; the quote is.[/]")
     if answer.note:
         console.print(f"[yellow]{escape(answer.note)}[/]")
