@@ -308,7 +308,7 @@ def key_sentences(chunks: Sequence[Chunk], *, embed: Embed | None = None, count:
     shown = {s.text for s, _ in keys}
     where = {s.text: s for s in every}
     for s, _ in list(keys):
-        if s.header and s.header not in shown and s.header in where:
+        if s.header and s.header not in shown:  # (it came before its row, so `every` holds it)
             keys.append((where[s.header], 0.0))
             shown.add(s.header)
     order = {id(s): n for n, s in enumerate(every)}
