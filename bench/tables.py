@@ -20,6 +20,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,11 @@ def questions_of(path: Path, per_file: int) -> list[dict[str, Any]]:
     ]
 
 
+def no_tables(sentences: Sequence[str]) -> list[int | None]:
+    """The baseline: no sentence is a table row, so each row is read alone."""
+    return [None] * len(sentences)
+
+
 def score(lead: reader.Lead | None, q: dict[str, Any]) -> tuple[bool, bool]:
     if lead is None:
         return False, False
@@ -112,29 +118,27 @@ def main(argv: list[str] | None = None) -> int:
             vector = embedder.embed_query(q["question"])
             hits = service.retriever.search("tables", q["question"], settings.top_k, vector=vector)
             cases.append((q, hits, vector))
-        rows_by_file: dict[str, list[list[int]]] = {}
-        figures: dict[str, list[int]] = {"with table reading (default)": [0, 0], "each row alone (baseline)": [0, 0]}
-        for name in figures:
-            original = reader.table_headers
-            if "baseline" in name:
-                reader.table_headers = lambda sentences: [None] * len(sentences)  # type: ignore[assignment]
+        readers = {"with table reading (default)": reader.table_headers, "each row alone (baseline)": no_tables}
+        scores: dict[str, list[tuple[bool, bool]]] = {}  # per reader: (right row, and its column name) a question
+        for name, headers in readers.items():
+            original, reader.table_headers = reader.table_headers, headers  # type: ignore[assignment]
             try:
-                for q, hits, vector in cases:
-                    row, named = score(selector.select(q["question"], hits, vector), q)
-                    figures[name][0] += row
-                    figures[name][1] += named
-                    per = rows_by_file.setdefault(q["file"], [[0, 0], [0, 0]])
-                    per["baseline" in name][0] += row
-                    per["baseline" in name][1] += named
+                scores[name] = [score(selector.select(q["question"], hits, vector), q) for q, hits, vector in cases]
             finally:
                 reader.table_headers = original
     n = max(1, len(cases))
-    print(f"\n{len(cases)} questions from {len(rows_by_file)} files (lead: what a member reads first)")
-    rows = [[name, row / n, named / n] for name, (row, named) in figures.items()]
-    base, new = figures["each row alone (baseline)"], figures["with table reading (default)"]
+    files_asked = sorted({q["file"] for q in questions})
+    print(f"\n{len(cases)} questions from {len(files_asked)} files (lead: what a member reads first)")
+    totals = {name: [sum(r for r, _ in got), sum(c for _, c in got)] for name, got in scores.items()}
+    rows: list[list[Any]] = [[name, row / n, named / n] for name, (row, named) in totals.items()]
+    new, base = totals.values()
     rows.append(["ratio default / baseline", new[0] / max(1, base[0]), new[1] / max(1, base[1])])
     print(table(["reader", "right row", "right row and its column name"], rows))
-    per_file = [[f, sum(1 for q in questions if q["file"] == f), *v[0], *v[1]] for f, v in sorted(rows_by_file.items())]
+    per_file = []
+    for f in files_asked:
+        mine = [i for i, q in enumerate(questions) if q["file"] == f]
+        counts = [sum(scores[name][i][k] for i in mine) for name in readers for k in (0, 1)]
+        per_file.append([f, len(mine), *counts])
     print()
     print(table(["file", "questions", "row", "row+column", "baseline row", "baseline row+column"], per_file))
     return 0
