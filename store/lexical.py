@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from store.text import STOPWORDS
+from store.text import STOPWORDS, identifier_parts
 from store.types import GUILD_SCOPE
 
 log = logging.getLogger(__name__)
 
 # Bumped when what the index is built from changes (e.g. titles now included; 3: the project's stop words;
-# 4: each chunk's scope).
-INDEX_FORMAT = 4
+# 4: each chunk's scope; 5: an identifier's words beside it).
+INDEX_FORMAT = 5
 
 # Chunks tokenized at a time while an index is built: only their token ids are kept, so a
 # rebuild over 500k chunks never holds every text at once (bench/README.md, backfill).
@@ -62,8 +62,10 @@ def tokenize(texts: list[str], params: Bm25Params) -> list[list[str]]:
     """Lower-cased word terms (2+ characters), stop words dropped, stemmed: as the index sees them."""
     import bm25s
 
+    # an identifier is also the words it is made of (`RAGCORD_ANSWER_MODE`: answer, mode), as in store.text
+    expanded = [f"{t} {' '.join(parts)}" if (parts := identifier_parts(t)) else t for t in texts]
     tokens = bm25s.tokenize(
-        texts,
+        expanded,
         stopwords=sorted(STOPWORDS) if params.stopwords else None,
         stemmer=_stemmer() if params.stem else None,
         show_progress=False,

@@ -52,6 +52,8 @@ _SENTENCE_END = re.compile(r"(?:[.!?…]+[\"'”’»)\]]*\s+|[。！？]+[\"'�
 _LIST_ITEM = re.compile(r"\n[^\S\n]*(?:[-*+•‣◦▪–]|\d{1,3}[.)]|[a-zA-Z][.)]|\(\w{1,3}\))[^\S\n]+(?=\S)")
 _INITIALS = re.compile(r"(?:[^\W\d_]\.)+")
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
+# a camelCase or snake_case piece: "HTTP" before "Server", "embed", "Model", "10"
+_IDENTIFIER_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 
 Piece = tuple[str, str]  # (the whitespace before it, the stripped text)
 
@@ -60,8 +62,23 @@ def words(text: str) -> list[str]:
     return [w.lower() for w in _WORD_RE.findall(text)]
 
 
+def identifier_parts(text: str) -> list[str]:
+    """The words inside the identifiers of `text`, lower-cased: `RAGCORD_ANSWER_MODE` gives
+    ragcord, answer, mode; embedModel and HTTPServer give embed, model and http, server. Teams'
+    documents name settings and code, and a question names them in plain words; the whole
+    identifier stays a term of its own too (callers add these beside it). Linear in the text."""
+    parts: list[str] = []
+    for word in _WORD_RE.findall(text):
+        if "_" in word or not (word.islower() or word.isupper() or word.istitle()):
+            found = [p for piece in word.split("_") for p in _IDENTIFIER_PART.findall(piece)]
+            if len(found) > 1:
+                parts += (p.lower() for p in found)
+    return parts
+
+
 def content_words(text: str) -> list[str]:
-    return [w for w in words(text) if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
+    """Lower-cased words that carry content (no stop words), and the words inside identifiers."""
+    return [w for w in (*words(text), *identifier_parts(text)) if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from store.lexical import Bm25Index, Bm25Params, LexicalIndexes
 from store.retrieval import Retriever
+from store.text import terms
 
 NS = "default"
 
@@ -109,3 +110,22 @@ def test_a_term_few_chunks_hold_weighs_more_and_one_no_visible_chunk_holds_weigh
     # a term only a hidden channel holds weighs as one nobody holds: rarity tells nothing of it
     assert weights["immunodefici"] == weights["zzz"]
     assert index.term_rarity({"immunodefici"}, None)["immunodefici"] < weights["zzz"]
+
+
+def test_an_identifier_is_also_the_words_it_is_made_of():
+    # teams' documents name settings and code: `RAGCORD_ANSWER_MODE`, `chunk_tokens`, embedModel;
+    # a question in plain words ("answer mode") must match them, and the whole name still matches
+    assert {"ragcord_answer_mod", "ragcord", "answer", "mode"} <= terms("Set `RAGCORD_ANSWER_MODE`.")
+    assert {"chunk_token", "chunk", "token", "embedmodel", "emb", "model"} <= terms("chunk_tokens, embedModel()")
+    assert terms("McDonald") >= {"mcdonald"} and terms("plain words") == {"plain", "word"}
+    index = Bm25Index.build(
+        [
+            ("a", "Set `RAGCORD_ANSWER_MODE` to extract for the fastest bot."),
+            ("b", "Every answer names its sources."),
+            ("c", "Call `embedModel()` before the first query."),
+        ],
+        "g1",
+    )
+    assert index.search("answer mode", 3)[0][0] == "a"
+    assert index.search("embed model", 3)[0][0] == "c"
+    assert index.search("RAGCORD_ANSWER_MODE", 3)[0][0] == "a"

@@ -377,3 +377,11 @@ def test_a_long_sentence_is_cut_with_the_question_words_in_the_middle_not_at_the
     assert lead is not None and len(lead.text) <= 300
     assert "the old stone bridge of Kallen, before resting" in lead.text, lead.text
     assert lead.text.startswith("…") and lead.text.endswith("…")
+
+
+def test_a_setting_named_in_the_question_by_its_words_is_read():
+    # "answer mode" names `RAGCORD_ANSWER_MODE`: the sentence that sets it answers, not the one
+    # that shares the plain word "answer"
+    passage = "Every answer names its sources. Set `RAGCORD_ANSWER_MODE` to extract for the fastest bot."
+    lead = SentenceSelector(None).select("Which setting changes the answer mode?", hits(passage))
+    assert lead is not None and lead.core == "Set `RAGCORD_ANSWER_MODE` to extract for the fastest bot."
