@@ -38,6 +38,7 @@ LEXICAL_WEIGHT = 1.0
 DENSE_WEIGHT = 1.0
 RANK_WEIGHT = 0.25
 FRAGMENT_WORDS = 6  # a best sentence shorter than this takes its neighbour
+STUB_WORDS = 4  # a sentence shorter than this scores less, and never fills the room left in the lead
 LEAD_CHARS = 300  # what a member reads first; a neighbour is added only within it
 TITLE_ROOM = 5  # of which the quote marks take this much (the source and its number follow the quote)
 HEADER_ROOM = 100  # what a table row leaves its header row, at least, when both do not fit
@@ -103,6 +104,11 @@ def _fragment(text: str) -> bool:
     return len(words(text)) < FRAGMENT_WORDS or not text.rstrip("\"')]”’").endswith((".", "!", "?", ":"))
 
 
+def _stub(text: str) -> bool:
+    """ "Yes.", a list number, a heading ("2. Chunking."): too short to answer, or to fill room with."""
+    return len(words(text)) < STUB_WORDS
+
+
 def collapse(text: str) -> str:
     return " ".join(text.split())
 
@@ -145,7 +151,7 @@ class SentenceSelector:
         for (number, position, text, header, _), cosine, has in zip(items, dense, held, strict=True):
             lexical = sum(idf.get(t, 1.0) for t in asked & has) / total
             rank = 1.0 / number
-            penalty = 0.15 if len(words(text)) < 4 else 0.0  # "Yes.", list numbers, headings
+            penalty = 0.15 if _stub(text) else 0.0  # "Yes.", list numbers, headings rarely answer
             score = w.lexical * lexical + w.dense * cosine + w.rank * rank - penalty
             scored.append(ScoredSentence(number, position, text, lexical, cosine, rank, penalty, score, header))
         return scored
@@ -188,8 +194,8 @@ class SentenceSelector:
         siblings = {s.position: s for s in scored if s.number == best.number}
         after, before = siblings.get(best.position + 1), siblings.get(best.position - 1)
         present = [s for s in (after, before) if s is not None]
-        if fragment:  # "It did.", a heading: the sentence after it first
-            neighbours = present
+        if fragment:  # a heading, "It did.": the text after it (whole, or its start below), else the one before
+            neighbours = [after] if after is not None else present
         elif self.extend:  # room left in what a member reads first: the better-scoring neighbour that fits
             neighbours = sorted(present, key=lambda s: -s.score)
         else:
@@ -212,18 +218,20 @@ class SentenceSelector:
                     shown.append(neighbour)
                     break
             else:  # no neighbour fits: the passage's next-best sentence that does, after a "…"
-                others = [s for s in siblings.values() if s not in present and s is not best]
+                others = [s for s in siblings.values() if s not in present and s is not best and not _stub(s.text)]
                 fits = [s for s in others if len(text) + len(s.text) + 3 <= room]
-                if self.extend and fits:
+                if self.extend and fits and not fragment:
                     other = max(fits, key=lambda s: s.score)
                     text = f"{text} … {other.text}" if other.position > best.position else f"{other.text} … {text}"
                     shown.append(other)
             if self.extend and room - len(text) >= ROOM_FOR_A_PART:
                 # room left: the start of the passage's best sentence after what is shown, cut with "…"
                 last = max(s.position for s in shown)
-                later = [s for s in siblings.values() if s.position > last]
-                if later:
-                    other = max(later, key=lambda s: s.score)
+                later = [s for s in siblings.values() if s.position > last and not _stub(s.text)]
+                if later:  # a heading's: the start of the text it heads
+                    other = (
+                        siblings[last + 1] if fragment and last + 1 in siblings else max(later, key=lambda s: s.score)
+                    )
                     gap = " " if other.position == last + 1 else " … "
                     part = other.text[: room - len(text) - len(gap) - 1].rsplit(" ", 1)[0]
                     if part:

@@ -31,7 +31,7 @@ from store.types import Chunk, LoadedDocument, Section
 log = logging.getLogger(__name__)
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
-CHUNKER_VERSION = 2  # bump when the chunking output changes, so stored documents re-ingest
+CHUNKER_VERSION = 3  # bump when the chunking output changes, so stored documents re-ingest (3: list numbers)
 
 _LINE_BREAK = re.compile(r"\n\s*")
 _NON_SPACE = re.compile(r"\S+")

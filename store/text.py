@@ -41,8 +41,9 @@ STOPWORDS = frozenset(
 _ABBREVIATIONS = frozenset(
     {
         "e.g", "i.e", "cf", "vs", "etc", "al", "approx", "ca", "dr", "mr", "mrs", "ms", "prof", "sr", "jr",
-        "mt", "fig", "figs", "eq", "eqs", "eds", "inc", "ltd", "corp", "dept", "jan", "feb", "mar", "apr",
-        "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "resp", "viz",
+        "mt", "rev", "gov", "sen", "rep", "gen", "lt", "col", "capt", "sgt", "hon", "fig", "figs", "eq",
+        "eqs", "eds", "inc", "ltd", "corp", "dept", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep",
+        "sept", "oct", "nov", "dec", "resp", "viz",
     }
 )  # fmt: skip
 # ... and these only before a number ("No. 5", "p. 3"), since they are also ordinary words.
@@ -185,4 +186,13 @@ def _is_sentence_end(text: str, punct_start: int, next_start: int) -> bool:
     lowered = word.lower().rstrip(".")
     if lowered in _ABBREVIATIONS or (lowered in _BEFORE_NUMBER and following.isdigit()):
         return False
+    if word.isdigit() and len(word) <= 3 and word == before[-1] and _starts_sentence(text, punct_start - len(word)):
+        return False  # a list number ("5. Choosing what leads", "1. Install it. 2. Run it."): its item follows
     return not (_INITIALS.fullmatch(word + ".") and len(word) <= 6)
+
+
+def _starts_sentence(text: str, at: int) -> bool:
+    """Nothing but a line break or a sentence's end comes before `at` (looking back a little)."""
+    prefix = text[max(0, at - 40) : at]
+    stripped = prefix.rstrip()
+    return not stripped or "\n" in prefix[len(stripped) :] or stripped.endswith((".", "!", "?", ":", "…"))

@@ -182,6 +182,7 @@ def test_paragraphs_and_list_items_are_boundaries() -> None:
     [
         "See e.g. the manual for details.",
         "Dr. Smith and Mr. Jones met at 3.5 p.m. today.",
+        "Rev. Paul T. Stallsworth, Gov. Jerry Brown, Sen. Ted Kennedy and Lt. Col. Jim Rhodes spoke.",
         "Open https://example.com/docs/v1.2/index.html?x=1.5 in a browser.",
         "Version 2.10.3 of J. R. R. Tolkien's book, vol. 3, p. 12 of No. 5.",
         "A PDF citation names the page (`p. 3`) and a list its item (*e.g.* `No. 5`).",
@@ -189,6 +190,16 @@ def test_paragraphs_and_list_items_are_boundaries() -> None:
 )
 def test_sentence_splitter_does_not_split_inside(text: str) -> None:
     assert split_sentences(text) == [text]
+
+
+def test_a_list_number_starts_its_item_and_is_not_a_sentence_of_its_own() -> None:
+    # "5. Choosing what leads" is one item: "5." alone is no sentence (Markdown lists, inline lists)
+    text = "It never grows.\n5. Choosing what leads (`MODE`). In auto, the model leads. 6. Then it stops."
+    assert split_sentences(text) == [
+        "It never grows.", "5. Choosing what leads (`MODE`).", "In auto, the model leads.", "6. Then it stops.",
+    ]  # fmt: skip
+    # a number that ends a sentence still ends it
+    assert split_sentences("The Broncos scored 24. Then they won.") == ["The Broncos scored 24.", "Then they won."]
 
 
 def test_each_table_row_is_a_sentence_of_its_own() -> None:

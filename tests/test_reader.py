@@ -87,6 +87,34 @@ def test_a_fragment_whose_neighbour_is_too_long_shows_the_start_of_it():
     assert lead.text.endswith("…")
 
 
+def test_a_heading_is_read_with_the_start_of_the_text_it_heads_not_the_text_before_it():
+    # the sentence after the heading is too long to show whole: its start follows the heading,
+    # not the end of the previous section nor a better-scoring sentence further on
+    passage = (
+        f"Generation ends at the end token or at stop strings. Choosing ANSWER_MODE. {BODY} Then ANSWER_MODE ends."
+    )
+    lead = SentenceSelector(None).select("What does ANSWER_MODE do?", hits(passage))
+    assert lead is not None and len(lead.text) <= 300
+    assert lead.text.startswith("Choosing ANSWER_MODE. In auto, the default, the model's answer leads"), lead.text
+    assert lead.text.endswith("…")
+
+
+def test_a_heading_is_never_the_filler_after_the_best_sentence():
+    scanned = (
+        "Scanned PDF pages without a text layer are read by OCR within a page cap and a time budget, "
+        "and cited by their page marked as read by OCR; pages it cannot read confidently are reported "
+        "instead of being indexed."
+    )
+    passage = (
+        f"{scanned} Encrypted PDFs are opened with the empty password, then with the password you supply, "
+        "and refused with a message when neither opens them. 2. Chunking. Text is cut into chunks of about "
+        "two hundred tokens at sentence boundaries, each repeating the last sentences of the one before it."
+    )
+    lead = SentenceSelector(None).select("Can ragcord read scanned PDF pages?", hits(passage))
+    assert lead is not None and lead.text.startswith(scanned)
+    assert "Chunking" not in lead.text, lead.text
+
+
 SHEET = "item | price in euros | in stock\nApple | 3 | 10\nPear | 5 | 0\nPlum | 4 | 7"
 
 
