@@ -118,6 +118,8 @@ def tune(model_path: Path, prompt: str, params, rounds: int = 2) -> list[list[st
     """Raw cold TTFT and tokens/s of the model under other threads / n_batch / n_ctx."""
     from llama_cpp import Llama
 
+    from bot.llm import extra_buffers_wanted, model_params
+
     configs = [
         (2, 512, 2048, False),
         (1, 512, 2048, False),
@@ -130,15 +132,16 @@ def tune(model_path: Path, prompt: str, params, rounds: int = 2) -> list[list[st
     got: dict[tuple[int, int, int, bool], list[tuple[float, float]]] = {c: [] for c in configs}
     for _ in range(rounds):
         for threads, batch, ctx, flash in configs:
-            llama = Llama(
-                model_path=str(model_path),
-                n_ctx=ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_batch=batch,
-                flash_attn=flash,
-                verbose=False,
-            )
+            with model_params(extra_buffers=extra_buffers_wanted("auto")):  # as ragcord loads it
+                llama = Llama(
+                    model_path=str(model_path),
+                    n_ctx=ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_batch=batch,
+                    flash_attn=flash,
+                    verbose=False,
+                )
             stamp = Stamp.collect(raw_stream(llama, prompt, params))
             got[(threads, batch, ctx, flash)].append((stamp.ttft_ms, tokens_per_s(llama, stamp)[1]))
             del llama

@@ -18,6 +18,7 @@ import importlib.util
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -25,6 +26,53 @@ from typing import Any, Protocol, cast
 log = logging.getLogger(__name__)
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CPUINFO = Path("/proc/cpuinfo")
+_PARAMS_LOCK = threading.Lock()
+
+
+def cpu_has_amx(cpuinfo: Path = CPUINFO) -> bool:
+    """The CPU has Intel AMX (Sapphire Rapids and later), as Linux reports it."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return False
+    return any(line.startswith("flags") and "amx_int8" in line.split() for line in text.splitlines())
+
+
+def extra_buffers_wanted(setting: str, cpuinfo: Path = CPUINFO) -> bool:
+    """RAGCORD_LLM_EXTRA_BUFFERS: on, off, or auto (off on an AMX CPU, on elsewhere)."""
+    return setting == "on" or (setting == "auto" and not cpu_has_amx(cpuinfo))
+
+
+@contextmanager
+def model_params(*, extra_buffers: bool) -> Iterator[None]:
+    """While held, `llama_cpp.Llama` loads a model with llama.cpp's extra buffer types (the CPU
+    weight repacks, AMX among them) on or off.
+
+    llama.cpp's AMX repack crashed the whole process (SIGSEGV) on the first token with the bundled
+    Q4_1 model on an AMX CPU (llama-cpp-python 0.3.36). Llama has no argument for llama.cpp's
+    `use_extra_bufts` (the CLI's --no-repack), so the default model parameters it starts from
+    are replaced while it loads, under a lock, and restored after.
+    """
+    if extra_buffers:
+        yield
+        return
+    import llama_cpp.llama_cpp as low
+
+    with _PARAMS_LOCK:
+        original = low.llama_model_default_params
+
+        def defaults() -> Any:
+            params = original()
+            if hasattr(params, "use_extra_bufts"):
+                params.use_extra_bufts = False
+            return params
+
+        low.llama_model_default_params = defaults
+        try:
+            yield
+        finally:
+            low.llama_model_default_params = original
 
 
 class LLMError(RuntimeError):
@@ -86,8 +134,10 @@ class LlamaCppLLM:
         n_threads: int = 2,
         n_batch: int = 512,
         flash_attn: bool = True,
+        extra_buffers: bool | None = None,
     ) -> None:
         path = Path(model_path) if model_path else default_gguf_path()
+        extra = extra_buffers if extra_buffers is not None else extra_buffers_wanted("auto")
         if not path.is_file():
             raise LLMError(f"GGUF model not found: {path} (check RAGCORD_LLM_MODEL_PATH)")
         try:
@@ -98,15 +148,16 @@ class LlamaCppLLM:
         self.name = path.name
         self._lock = threading.Lock()
         try:
-            self._llama = Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=n_threads,
-                n_threads_batch=n_threads,
-                n_batch=n_batch,
-                flash_attn=flash_attn,
-                verbose=False,
-            )
+            with model_params(extra_buffers=extra):
+                self._llama = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    n_threads_batch=n_threads,
+                    n_batch=n_batch,
+                    flash_attn=flash_attn,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError) as exc:
             raise LLMError(f"cannot load {path}: {exc}") from exc
         self.n_ctx = n_ctx

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.answer import Answer, Answerer, AnswerEvent, Completed, Prepared, Turn
-from bot.llm import LLM, GenerationParams, LlamaCppLLM, OpenAICompatLLM
+from bot.llm import LLM, GenerationParams, LlamaCppLLM, OpenAICompatLLM, extra_buffers_wanted
 from bot.prompts import STOP, SYSTEM
 from bot.reader import SentenceSelector, Weights
 from bot.settings import Settings
@@ -75,6 +75,7 @@ def build_llm(settings: Settings) -> LLM:
         n_threads=settings.llm_threads,
         n_batch=settings.llm_batch,
         flash_attn=settings.llm_flash_attn,
+        extra_buffers=extra_buffers_wanted(settings.llm_extra_buffers),
     )
 
 

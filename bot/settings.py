@@ -193,6 +193,14 @@ class Settings(BaseSettings):
             "prompt cache holds (false: word for word an uncached run's)."
         ),
     )
+    llm_extra_buffers: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "llama.cpp's extra CPU buffer types (weights repacked for AMX or AVX when the model loads). auto: off on "
+            "a CPU with Intel AMX, where the AMX repack crashed the process on the first token (llama-cpp-python "
+            "0.3.36, the bundled Q4_1 model), on elsewhere."
+        ),
+    )
     llm_temperature: float = Field(0.1, description="Sampling temperature (0 = greedy).")
     llm_top_p: float = Field(0.9, description="Nucleus sampling cut-off.")
     llm_max_tokens: int = Field(160, description="Longest answer in tokens (small models ramble).")

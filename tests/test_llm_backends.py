@@ -30,16 +30,19 @@ def _model(*, add_bos: bool, template: str | None) -> LlamaCppLLM:
     """The bundled model, with its BOS flag and chat template set as a bigger model's would be."""
     from llama_cpp import Llama
 
+    from bot.llm import extra_buffers_wanted, model_params
+
     llm = LlamaCppLLM(n_ctx=512, n_threads=1, n_batch=128)
-    llm._llama = Llama(
-        model_path=str(default_gguf_path()),
-        n_ctx=512,
-        n_threads=1,
-        n_threads_batch=1,
-        n_batch=128,
-        verbose=False,
-        kv_overrides={"tokenizer.ggml.add_bos_token": add_bos},
-    )
+    with model_params(extra_buffers=extra_buffers_wanted("auto")):
+        llm._llama = Llama(
+            model_path=str(default_gguf_path()),
+            n_ctx=512,
+            n_threads=1,
+            n_threads_batch=1,
+            n_batch=128,
+            verbose=False,
+            kv_overrides={"tokenizer.ggml.add_bos_token": add_bos},
+        )
     if template is not None:
         llm._llama.metadata["tokenizer.chat_template"] = template
     llm._formatter = None
@@ -94,3 +97,26 @@ def test_a_prompt_longer_than_the_context_is_a_short_llm_error():
     message = str(info.value)
     assert "too long" in message and "512" in message
     assert len(message) < 160
+
+
+def test_extra_buffer_types_are_off_by_default_on_amx_cpus_and_only_while_loading(tmp_path):
+    # llama.cpp's AMX weight repacking crashed the process (SIGSEGV) on the first token with the
+    # bundled Q4_1 model on an AMX CPU: "auto" leaves extra buffer types off there
+    import llama_cpp.llama_cpp as low  # where llama_cpp.Llama takes its model parameters from
+
+    from bot.llm import cpu_has_amx, extra_buffers_wanted, model_params
+
+    amx = tmp_path / "amx"
+    amx.write_text("processor : 0\nflags : fpu avx2 avx512f amx_bf16 amx_tile amx_int8\n")
+    plain = tmp_path / "plain"
+    plain.write_text("processor : 0\nflags : fpu sse2 avx2 fma\n")
+    assert cpu_has_amx(amx) and not cpu_has_amx(plain) and not cpu_has_amx(tmp_path / "missing")
+    assert extra_buffers_wanted("auto", cpuinfo=amx) is False
+    assert extra_buffers_wanted("auto", cpuinfo=plain) is True
+    assert extra_buffers_wanted("on", cpuinfo=amx) is True and extra_buffers_wanted("off", cpuinfo=plain) is False
+    assert low.llama_model_default_params().use_extra_bufts
+    with model_params(extra_buffers=False):
+        assert not low.llama_model_default_params().use_extra_bufts
+    assert low.llama_model_default_params().use_extra_bufts  # restored after loading
+    with model_params(extra_buffers=True):
+        assert low.llama_model_default_params().use_extra_bufts

@@ -50,7 +50,13 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path())]
+    # `python -m llama_cpp.server`, loading the model as ragcord does (no AMX repack on an AMX CPU)
+    serve = (
+        "import runpy; from bot.llm import extra_buffers_wanted, model_params\n"
+        "with model_params(extra_buffers=extra_buffers_wanted('auto')):\n"
+        "    runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)"
+    )
+    cmd = [sys.executable, "-c", serve, "--model", str(default_gguf_path())]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"]
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
