@@ -159,10 +159,10 @@ def standalone_query(question: str, history: Sequence[Turn], max_turns: int) -> 
     recent = list(history)[-max_turns:] if max_turns > 0 else []
     if not recent:
         return question
-    have = set(content_words(question))
+    have = set(content_words(question, parts=False))
     carried: list[str] = []
     for turn in reversed(recent):
-        for w in content_words(turn.question):
+        for w in content_words(turn.question, parts=False):
             if w not in have and w not in carried:
                 carried.append(w)
     return f"{question} ({' '.join(carried[:12])})" if carried else question
@@ -386,7 +386,7 @@ def judge(
 def lexical_coverage(question: str, hit: Hit, rarity: Mapping[str, float] | None = None) -> float:
     """Share of the question's stemmed content terms found in the passage, title and section (0 if < 2 terms),
     each term weighed by its `rarity` (1 each without it)."""
-    asked = terms(question)
+    asked = terms(question, parts=False)
     if len(asked) < 2:
         return 0.0
     chunk = hit.chunk

@@ -28,7 +28,7 @@ def grounding(question: str, text: str, lead: Lead) -> tuple[float, int]:
     """(share of the cited sentences' content terms found in the lead evidence, how many of
     the best sentence's terms that the question lacks they hold)."""
     cited = cited_claims(text)
-    claim = terms(MARKER_RE.sub(" ", cited))
+    claim = terms(MARKER_RE.sub(" ", cited), parts=False)
     if not claim:
         return 0.0, 0
     have = terms(f"{lead.chunk.title} {lead.chunk.section} {lead.text}")

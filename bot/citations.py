@@ -109,7 +109,7 @@ def best_quote(
     of the lead's own passage shows its next-best part instead of repeating the lead.
     """
     sentences = [" ".join(s.split()) for s in split_sentences(passage)] or [" ".join(passage.split())]
-    target = terms(evidence_for)
+    target = terms(evidence_for, parts=False)
     weights = idf or {}
 
     def score(sentence: str) -> float:
@@ -129,7 +129,7 @@ def best_quote(
     flat = " ".join(passage.split())
     start = flat.find(sentences[best])
     if start < 0 or len(sentences[best]) > max_chars:
-        return shorten(sentences[best], max_chars, around=set(content_words(evidence_for)))
+        return shorten(sentences[best], max_chars, around=set(content_words(evidence_for, parts=False)))
     end = start + len(sentences[best])
     neighbours = [j for j in (best + 1, best - 1) if 0 <= j < len(sentences)]
     neighbours = [j for j in neighbours if scores[j] > -math.inf]  # never an avoided or unscored one
@@ -189,7 +189,7 @@ def sentences_citing(answer: str, number: int) -> str:
 
 def support(sentence: str, passage: str) -> float:
     """Share of the sentence's content words that the passage contains (0..1)."""
-    claim = set(content_words(sentence))
+    claim = set(content_words(sentence, parts=False))
     if len(claim) < 2:
         return 0.0
     return len(claim & set(content_words(passage))) / len(claim)
@@ -215,7 +215,7 @@ def attribute(answer: str, chunks: Sequence[Chunk], *, threshold: float = 0.6) -
 def backs(sentence: str, chunk: Chunk, *, threshold: float = 0.5) -> bool:
     """Whether a passage backs a sentence that cites it: it holds the sentence's content words
     (all of them for a one- or two-word claim such as "1889", else at least `threshold`)."""
-    claim = terms(MARKER_RE.sub(" ", sentence))
+    claim = terms(MARKER_RE.sub(" ", sentence), parts=False)
     if not claim:
         return True  # a bare marker: nothing to check
     have = terms(f"{chunk.title} {chunk.section} {chunk.text}")

@@ -143,7 +143,7 @@ class SentenceSelector:
         # one only a few hold (tune: lead 0.870 -> 0.873 over idf taken over the passages)
         held = [terms(t) for t in read]  # each sentence's stemmed terms, stemmed once
         idf = idf_of_terms(held)
-        asked = terms(question)
+        asked = terms(question, parts=False)
         total = sum(idf.get(t, 1.0) for t in asked) or 1.0
         dense = self._dense(question, read, query_vector)
         w = self.weights
@@ -204,13 +204,13 @@ class SentenceSelector:
         shown = [best]
         head = siblings.get(best.header) if best.header is not None else None
         if head is not None:  # a table row: under its header row, both cut around the question's words if need be
-            asked = set(content_words(question))
+            asked = set(content_words(question, parts=False))
             text = shorten(text, room - min(len(head.text), HEADER_ROOM) - 3, around=asked)
             header = shorten(head.text, room - len(text) - 3, around=asked)
             text = f"{header} {text}" if head.position == best.position - 1 else f"{header} … {text}"
             shown.append(head)
         elif len(text) > room:  # one long sentence: the part around the question's words, cut with "…"
-            text = shorten(text, room, around=set(content_words(question)))
+            text = shorten(text, room, around=set(content_words(question, parts=False)))
         else:
             for neighbour in neighbours:
                 if len(text) + len(neighbour.text) + 1 <= room:

@@ -377,7 +377,7 @@ def _recorded(pieces: Iterable[str], into: list[str]) -> Iterator[str]:
 
 
 def _anchor(group: list[Chunk], summary: str) -> Chunk:
-    target = set(content_words(summary))
+    target = set(content_words(summary, parts=False))
     return max(group, key=lambda c: len(target & set(content_words(c.text))))
 
 

@@ -31,7 +31,8 @@ from store.types import Chunk, LoadedDocument, Section
 log = logging.getLogger(__name__)
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
-CHUNKER_VERSION = 3  # bump when the chunking output changes, so stored documents re-ingest (3: list numbers)
+# bump when the chunking output changes, so stored documents re-ingest (3: list numbers; 4: table rows whole)
+CHUNKER_VERSION = 4
 
 _LINE_BREAK = re.compile(r"\n\s*")
 _NON_SPACE = re.compile(r"\S+")

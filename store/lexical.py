@@ -58,12 +58,13 @@ class Bm25Params:
         return json.dumps({"format": INDEX_FORMAT, **asdict(self)}, sort_keys=True)
 
 
-def tokenize(texts: list[str], params: Bm25Params) -> list[list[str]]:
-    """Lower-cased word terms (2+ characters), stop words dropped, stemmed: as the index sees them."""
+def tokenize(texts: list[str], params: Bm25Params, *, parts: bool = True) -> list[list[str]]:
+    """Lower-cased word terms (2+ characters), stop words dropped, stemmed: as the index sees them.
+    With `parts` (indexed text, not queries), an identifier is also the words it is made of
+    (`RAGCORD_ANSWER_MODE`: answer, mode), as in store.text.content_words."""
     import bm25s
 
-    # an identifier is also the words it is made of (`RAGCORD_ANSWER_MODE`: answer, mode), as in store.text
-    expanded = [f"{t} {' '.join(parts)}" if (parts := identifier_parts(t)) else t for t in texts]
+    expanded = [f"{t} {' '.join(found)}" if parts and (found := identifier_parts(t)) else t for t in texts]
     tokens = bm25s.tokenize(
         expanded,
         stopwords=sorted(STOPWORDS) if params.stopwords else None,
@@ -133,7 +134,7 @@ class Bm25Index:
         """BM25 score of every indexed chunk for `query` (aligned with `ids`); None if no term matches."""
         if self._retriever is None:
             return None
-        terms = [w for w in tokenize([query], self.params)[0] if w in self._retriever.vocab_dict]
+        terms = [w for w in tokenize([query], self.params, parts=False)[0] if w in self._retriever.vocab_dict]
         if not terms:
             return None
         return np.asarray(self._retriever.get_scores(terms), dtype=np.float32)

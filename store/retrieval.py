@@ -127,7 +127,7 @@ class Retriever:
     def term_rarity(self, namespace: str, query: str, scopes: frozenset[str] | None = None) -> dict[str, float]:
         """How telling each of the query's stemmed terms is among the chunks `scopes` may read
         (BM25's idf; see Bm25Index.term_rarity)."""
-        return self.lexical_index(namespace).term_rarity(terms(query), scopes)
+        return self.lexical_index(namespace).term_rarity(terms(query, parts=False), scopes)
 
     def _lexical_items(self, namespace: str) -> Iterator[tuple[str, str, str]]:
         """What BM25 indexes: each live chunk's text with its title and section (as the encoder sees it),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -77,9 +78,13 @@ def identifier_parts(text: str) -> list[str]:
     return parts
 
 
-def content_words(text: str) -> list[str]:
-    """Lower-cased words that carry content (no stop words), and the words inside identifiers."""
-    return [w for w in (*words(text), *identifier_parts(text)) if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
+def content_words(text: str, *, parts: bool = True) -> list[str]:
+    """Lower-cased words that carry content (no stop words), and (`parts`) the words inside
+    identifiers. The evidence side gets the parts, the asking side does not: "answer mode" finds
+    `RAGCORD_ANSWER_MODE`, while a question naming `mkd_test.docx` wants that file, not every
+    text that says "test"."""
+    found = (*words(text), *identifier_parts(text)) if parts else words(text)
+    return [w for w in found if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
 
 
 @lru_cache(maxsize=1)
@@ -95,9 +100,10 @@ def stem(word: str) -> str:
     return stemmer()(word)
 
 
-def terms(text: str) -> set[str]:
-    """Stemmed content words: 'finished' and 'finish', 'tackles' and 'tackle' match."""
-    return {stem(w) for w in content_words(text)}
+def terms(text: str, *, parts: bool = True) -> set[str]:
+    """Stemmed content words: 'finished' and 'finish', 'tackles' and 'tackle' match (`parts`:
+    as in content_words; a question's or a claim's terms are taken without them)."""
+    return {stem(w) for w in content_words(text, parts=parts)}
 
 
 def idf_weights(passages: Sequence[str]) -> dict[str, float]:
@@ -119,8 +125,18 @@ def sentence_pieces(text: str) -> list[Piece]:
     cuts = {m.end() for m in _PARAGRAPH_BREAK.finditer(text)}
     cuts.update(m.start() + 1 for m in _LIST_ITEM.finditer(text))
     cuts.update(m.end() for m in _SENTENCE_END.finditer(text) if _is_sentence_end(text, m.start(), m.end()))
-    cuts.update(_table_row_cuts(text))
+    rows = _table_row_cuts(text)
+    if rows:  # a table row is one sentence, whatever its cells hold: no cut inside one
+        starts, ends = rows[0::2], rows[1::2]
+        cuts = {c for c in cuts if not _inside(c, starts, ends)}
+        cuts.update(rows)
     return pieces_between(text, sorted(cuts))
+
+
+def _inside(cut: int, starts: list[int], ends: list[int]) -> bool:
+    """`cut` falls strictly inside one of the sorted, disjoint spans (starts[i], ends[i])."""
+    i = bisect_right(starts, cut) - 1
+    return i >= 0 and starts[i] < cut < ends[i]
 
 
 def table_headers(sentences: Sequence[str]) -> list[int | None]:

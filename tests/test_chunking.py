@@ -217,6 +217,18 @@ def test_each_table_row_is_a_sentence_of_its_own() -> None:
     ]
 
 
+def test_a_table_row_with_sentences_in_its_cells_stays_one_sentence() -> None:
+    # a settings table: a row's description holds sentences, and the row is still one piece under its header
+    text = (
+        "variable | default | what it does\n`EMBED_MODEL` | (unset) | A model name. Empty: the bundled one.\n"
+        "`TOP_K` | `4` | Passages per question."
+    )
+    assert split_sentences(text) == [
+        "variable | default | what it does", "`EMBED_MODEL` | (unset) | A model name. Empty: the bundled one.",
+        "`TOP_K` | `4` | Passages per question.",
+    ]  # fmt: skip
+
+
 def test_sentence_splitter_splits_real_sentences() -> None:
     text = "It rained. Then it stopped! Did it? Yes... The end came in 2023. Next one.\n日本語です。次です。"
     assert split_sentences(text) == [

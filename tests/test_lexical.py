@@ -129,3 +129,11 @@ def test_an_identifier_is_also_the_words_it_is_made_of():
     assert index.search("answer mode", 3)[0][0] == "a"
     assert index.search("embed model", 3)[0][0] == "c"
     assert index.search("RAGCORD_ANSWER_MODE", 3)[0][0] == "a"
+
+
+def test_an_identifier_in_the_question_is_matched_whole_not_by_its_parts():
+    # documents are indexed with an identifier's words, a question is not: "mkd_test.docx" asks for
+    # that file, and a chunk that only says "test" does not answer it
+    index = Bm25Index.build([("a", "mkd_test.docx is 135824 bytes."), ("b", "A test of the parser.")], "g1")
+    assert [cid for cid, _ in index.search("mkd_test.docx", 3)] == ["a"]
+    assert [cid for cid, _ in index.search("What is the mkd test?", 3)][0] == "a"
