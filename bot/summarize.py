@@ -244,12 +244,14 @@ def _sentences(chunks: Sequence[Chunk]) -> list[_Sentence]:
     seen: set[str] = set()
     for chunk in chunks:
         texts = [_LIST_MARKER.sub("", " ".join(s.split())) for s in split_sentences(chunk.text)]
-        for text, header in zip(texts, table_headers(texts), strict=True):
+        headers = table_headers(texts)
+        rows = {i for i, h in enumerate(headers) if h is not None} | {h for h in headers if h is not None}
+        for i, (text, header) in enumerate(zip(texts, headers, strict=True)):
             if not text or text in seen:
                 continue
             seen.add(text)
             ended = text.rstrip("\"')]”’»").endswith((".", "!", "?", "…", "。", "！", "？"))
-            prose = ended and text.count("|") < 2
+            prose = ended and i not in rows and text.count("|") < 2  # the last: a lone "a | b | c" line
             head = texts[header] if header is not None else ""
             out.append(_Sentence(chunk, text, tuple(stem(w) for w in content_words(text)), prose, head))
     return out

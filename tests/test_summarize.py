@@ -266,6 +266,18 @@ def test_key_sentences_prefer_prose_to_table_rows_and_code_and_drop_list_markers
     assert "RAGCORD" not in picked and "|" not in picked
 
 
+def test_rows_of_a_two_column_table_are_not_prose_even_when_they_end_like_sentences():
+    # one " | " a row: the table is still a table (store.text.table_headers), not a run of sentences
+    text = (
+        "The bot answers questions from the documents of each server.\n"
+        "name | what it answers.\n"
+        "bot | answers questions from the documents of each server in threads.\n"
+        "helper | answers questions from the documents of each server in channels.\n"
+    )
+    picked = key_sentences([Chunk("d", 0, text, "Bot", "bot.md")], count=1)[0].quote
+    assert picked == "The bot answers questions from the documents of each server.", picked
+
+
 def test_key_rows_of_a_table_come_under_its_header_row():
     # a spreadsheet's chunks each start with its header row: key rows are meaningless without it
     header = "region | product | units sold | revenue"
