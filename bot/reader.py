@@ -109,6 +109,17 @@ def _stub(text: str) -> bool:
     return len(words(text)) < STUB_WORDS
 
 
+def _cut_row(row: str, limit: int, asked: set[str]) -> str:
+    """A table row cut to `limit` around the question's words, keeping its first cell, what the row is
+    about (a setting's name, an item), when that takes under a third of the room."""
+    if len(row) <= limit:
+        return row
+    first, sep, rest = row.partition(" | ")
+    if sep and len(first) + 3 < limit // 3:
+        return f"{first} | {shorten(rest, limit - len(first) - 3, around=asked)}"
+    return shorten(row, limit, around=asked)
+
+
 def collapse(text: str) -> str:
     return " ".join(text.split())
 
@@ -205,7 +216,7 @@ class SentenceSelector:
         head = siblings.get(best.header) if best.header is not None else None
         if head is not None:  # a table row: under its header row, both cut around the question's words if need be
             asked = set(content_words(question, parts=False))
-            text = shorten(text, room - min(len(head.text), HEADER_ROOM) - 3, around=asked)
+            text = _cut_row(text, room - min(len(head.text), HEADER_ROOM) - 3, asked)
             header = shorten(head.text, room - len(text) - 3, around=asked)
             text = f"{header} {text}" if head.position == best.position - 1 else f"{header} … {text}"
             shown.append(head)

@@ -139,6 +139,23 @@ def test_a_long_header_row_is_cut_to_the_columns_the_question_names():
     assert "fill level" in lead.text and "north depot" in lead.text and "85 percent" in lead.text
 
 
+def test_a_long_row_cut_to_fit_keeps_its_first_cell():
+    # a settings row: the name is what the row is about; cut around the question's words, it must stay
+    description = (
+        "A question whose best passage is below the minimum score is still answered, with a caution, when one "
+        "sentence of the top passages reaches this cosine similarity on its own, since a long passage dilutes "
+        "the one sentence that answers; zero lets the passages alone decide, and the benchmark prints the rescue "
+        "at other thresholds."
+    )
+    table = (
+        "variable | default | what it does\n`RAGCORD_TOP_K` | `4` | Passages per question.\n"
+        f"`RAGCORD_MIN_SENTENCE_SCORE` | `0.45` | {description}"
+    )
+    lead = SentenceSelector(None).select("Which setting lets the passages alone decide?", hits(table))
+    assert lead is not None and len(lead.text) <= 300
+    assert "`RAGCORD_MIN_SENTENCE_SCORE` |" in lead.text and "passages alone decide" in lead.text, lead.text
+
+
 def test_each_signal_can_be_switched_off():
     only_rank = SentenceSelector(None, weights=Weights(lexical=0, dense=0, rank=1))
     lead = only_rank.select("Where is Levi's Stadium?", hits(*PASSAGES))
