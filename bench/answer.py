@@ -116,9 +116,7 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 def tune(model_path: Path, prompt: str, params, rounds: int = 2) -> list[list[str]]:  # type: ignore[no-untyped-def]
     """Raw cold TTFT and tokens/s of the model under other threads / n_batch / n_ctx."""
-    from llama_cpp import Llama
-
-    from bot.llm import extra_buffers_wanted, model_params
+    from bot.llm import extra_buffers_wanted, open_llama
 
     configs = [
         (2, 512, 2048, False),
@@ -132,16 +130,16 @@ def tune(model_path: Path, prompt: str, params, rounds: int = 2) -> list[list[st
     got: dict[tuple[int, int, int, bool], list[tuple[float, float]]] = {c: [] for c in configs}
     for _ in range(rounds):
         for threads, batch, ctx, flash in configs:
-            with model_params(extra_buffers=extra_buffers_wanted("auto")):  # as ragcord loads it
-                llama = Llama(
-                    model_path=str(model_path),
-                    n_ctx=ctx,
-                    n_threads=threads,
-                    n_threads_batch=threads,
-                    n_batch=batch,
-                    flash_attn=flash,
-                    verbose=False,
-                )
+            llama = open_llama(  # a plain Llama, loaded as ragcord loads it
+                model_path,
+                extra_buffers=extra_buffers_wanted("auto"),
+                n_ctx=ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_batch=batch,
+                flash_attn=flash,
+                verbose=False,
+            )
             stamp = Stamp.collect(raw_stream(llama, prompt, params))
             got[(threads, batch, ctx, flash)].append((stamp.ttft_ms, tokens_per_s(llama, stamp)[1]))
             del llama

@@ -44,14 +44,12 @@ QUESTIONS = [
 RAW_FLOOR = """
 import json, resource, sys
 sys.path.insert(0, {root!r})
-from bot.llm import default_gguf_path, extra_buffers_wanted, model_params
+from bot.llm import default_gguf_path, extra_buffers_wanted, open_llama
 from bot.settings import Settings
 from store.embedder import default_model_path
 s = Settings(_env_file=None)
-from llama_cpp import Llama
-with model_params(extra_buffers=extra_buffers_wanted(s.llm_extra_buffers)):  # as ragcord loads it
-    llm = Llama(model_path=str(default_gguf_path()), n_ctx=s.llm_context, n_threads=s.llm_threads,
-                n_batch=s.llm_batch, verbose=False)
+llm = open_llama(default_gguf_path(), extra_buffers=extra_buffers_wanted(s.llm_extra_buffers),  # as ragcord
+                 n_ctx=s.llm_context, n_threads=s.llm_threads, n_batch=s.llm_batch, verbose=False)
 llm.create_completion("Question: how do I start the bot?\\nAnswer:", max_tokens=16)
 from sentence_transformers import SentenceTransformer
 SentenceTransformer(str(default_model_path()), device="cpu").encode(["how do I start the bot?"])

@@ -75,6 +75,16 @@ def model_params(*, extra_buffers: bool) -> Iterator[None]:
             low.llama_model_default_params = original
 
 
+def open_llama(path: str | Path, *, extra_buffers: bool, **kwargs: Any) -> Any:
+    """A plain `llama_cpp.Llama` for the GGUF at `path` (kwargs as Llama's), loaded with llama.cpp's
+    extra buffer types on or off (see model_params): ragcord's model, the tests' and the raw
+    baselines of the benchmarks all load this way."""
+    from llama_cpp import Llama
+
+    with model_params(extra_buffers=extra_buffers):
+        return Llama(model_path=str(path), **kwargs)
+
+
 class LLMError(RuntimeError):
     pass
 
@@ -141,23 +151,23 @@ class LlamaCppLLM:
         if not path.is_file():
             raise LLMError(f"GGUF model not found: {path} (check RAGCORD_LLM_MODEL_PATH)")
         try:
-            from llama_cpp import Llama
+            import llama_cpp  # noqa: F401 (open_llama imports it: a missing install gets this message)
         except ImportError as exc:  # pragma: no cover
             raise LLMError("llama-cpp-python is not installed: `pip install llama-cpp-python`") from exc
         self.path = path
         self.name = path.name
         self._lock = threading.Lock()
         try:
-            with model_params(extra_buffers=extra):
-                self._llama = Llama(
-                    model_path=str(path),
-                    n_ctx=n_ctx,
-                    n_threads=n_threads,
-                    n_threads_batch=n_threads,
-                    n_batch=n_batch,
-                    flash_attn=flash_attn,
-                    verbose=False,
-                )
+            self._llama = open_llama(
+                path,
+                extra_buffers=extra,
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                n_batch=n_batch,
+                flash_attn=flash_attn,
+                verbose=False,
+            )
         except (ValueError, RuntimeError) as exc:
             raise LLMError(f"cannot load {path}: {exc}") from exc
         self.n_ctx = n_ctx

@@ -228,13 +228,14 @@ class SentenceSelector:
                     text = f"{text} {neighbour.text}" if neighbour is after else f"{neighbour.text} {text}"
                     shown.append(neighbour)
                     break
-            else:  # no neighbour fits: the passage's next-best sentence that does, after a "…"
-                others = [s for s in siblings.values() if s not in present and s is not best and not _stub(s.text)]
-                fits = [s for s in others if len(text) + len(s.text) + 3 <= room]
-                if self.extend and fits and not fragment:
-                    other = max(fits, key=lambda s: s.score)
-                    text = f"{text} … {other.text}" if other.position > best.position else f"{other.text} … {text}"
-                    shown.append(other)
+            else:  # no neighbour fits: the passage's next-best sentence that does, after a "…" (not a heading's)
+                if self.extend and not fragment:
+                    others = [s for s in siblings.values() if s not in present and s is not best and not _stub(s.text)]
+                    fits = [s for s in others if len(text) + len(s.text) + 3 <= room]
+                    if fits:
+                        other = max(fits, key=lambda s: s.score)
+                        text = f"{text} … {other.text}" if other.position > best.position else f"{other.text} … {text}"
+                        shown.append(other)
             if self.extend and room - len(text) >= ROOM_FOR_A_PART:
                 # room left: the start of the passage's best sentence after what is shown, cut with "…"
                 last = max(s.position for s in shown)

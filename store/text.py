@@ -69,8 +69,13 @@ def identifier_parts(text: str) -> list[str]:
     ragcord, answer, mode; embedModel and HTTPServer give embed, model and http, server. Teams'
     documents name settings and code, and a question names them in plain words; the whole
     identifier stays a term of its own too (callers add these beside it). Linear in the text."""
+    return _parts_of(_WORD_RE.findall(text))
+
+
+def _parts_of(raw_words: Sequence[str]) -> list[str]:
+    """identifier_parts of words already found (as written, not lower-cased)."""
     parts: list[str] = []
-    for word in _WORD_RE.findall(text):
+    for word in raw_words:
         if "_" in word or not (word.islower() or word.isupper() or word.istitle()):
             found = [p for piece in word.split("_") for p in _IDENTIFIER_PART.findall(piece)]
             if len(found) > 1:
@@ -83,7 +88,8 @@ def content_words(text: str, *, parts: bool = True) -> list[str]:
     identifiers. The evidence side gets the parts, the asking side does not: "answer mode" finds
     `RAGCORD_ANSWER_MODE`, while a question naming `mkd_test.docx` wants that file, not every
     text that says "test"."""
-    found = (*words(text), *identifier_parts(text)) if parts else words(text)
+    raw = _WORD_RE.findall(text)  # found once: the words and, from them, the identifiers' parts
+    found = [w.lower() for w in raw] + (_parts_of(raw) if parts else [])
     return [w for w in found if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
 
 

@@ -28,21 +28,19 @@ MESSAGES = [*PREFIX, Message("user", "What colour is the sky?")]
 
 def _model(*, add_bos: bool, template: str | None) -> LlamaCppLLM:
     """The bundled model, with its BOS flag and chat template set as a bigger model's would be."""
-    from llama_cpp import Llama
-
-    from bot.llm import extra_buffers_wanted, model_params
+    from bot.llm import extra_buffers_wanted, open_llama
 
     llm = LlamaCppLLM(n_ctx=512, n_threads=1, n_batch=128)
-    with model_params(extra_buffers=extra_buffers_wanted("auto")):
-        llm._llama = Llama(
-            model_path=str(default_gguf_path()),
-            n_ctx=512,
-            n_threads=1,
-            n_threads_batch=1,
-            n_batch=128,
-            verbose=False,
-            kv_overrides={"tokenizer.ggml.add_bos_token": add_bos},
-        )
+    llm._llama = open_llama(
+        default_gguf_path(),
+        extra_buffers=extra_buffers_wanted("auto"),
+        n_ctx=512,
+        n_threads=1,
+        n_threads_batch=1,
+        n_batch=128,
+        verbose=False,
+        kv_overrides={"tokenizer.ggml.add_bos_token": add_bos},
+    )
     if template is not None:
         llm._llama.metadata["tokenizer.chat_template"] = template
     llm._formatter = None
