@@ -31,7 +31,6 @@ from typing import Any
 from _common import bench_settings, setup_logging, table
 from answers import SilentLLM
 
-import store.lexical
 import store.text
 from bot.reader import SentenceSelector
 from bot.service import RagService
@@ -57,12 +56,15 @@ def questions_of(path: Path) -> list[dict[str, str]]:
 @contextmanager
 def identifiers_as_one_word() -> Iterator[None]:
     """The baseline: no identifier is split into its words (BM25, the reader, the checks)."""
-    saved = store.text.identifier_parts, store.lexical.identifier_parts
-    store.text.identifier_parts = store.lexical.identifier_parts = lambda text: []  # type: ignore[assignment]
+    # store.text._parts_of is what both BM25 (through identifier_parts) and content_words (the reader,
+    # the checks) split identifiers with: switching it off switches off every caller. (Switching off
+    # identifier_parts alone stopped covering the reader once content_words called _parts_of itself.)
+    saved = store.text._parts_of
+    store.text._parts_of = lambda raw_words: []
     try:
         yield
     finally:
-        store.text.identifier_parts, store.lexical.identifier_parts = saved
+        store.text._parts_of = saved
 
 
 def main(argv: list[str] | None = None) -> int:

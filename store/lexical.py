@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from store.text import STOPWORDS, identifier_parts
+from store.text import STOPWORDS, identifier_parts, stem
 from store.types import GUILD_SCOPE
 
 log = logging.getLogger(__name__)
 
 # Bumped when what the index is built from changes (e.g. titles now included; 3: the project's stop words;
-# 4: each chunk's scope; 5: an identifier's words beside it).
-INDEX_FORMAT = 5
+# 4: each chunk's scope; 5: an identifier's words beside it; 6: words in their dictionary form before stemming).
+INDEX_FORMAT = 6
 
 # Chunks tokenized at a time while an index is built: only their token ids are kept, so a
 # rebuild over 500k chunks never holds every text at once (bench/README.md, backfill).
@@ -241,12 +241,8 @@ class ScopeColumn:
 
 
 def _stemmer() -> Any:
-    try:
-        import Stemmer
-
-        return Stemmer.Stemmer("english").stemWords
-    except ImportError:  # pragma: no cover - PyStemmer is a dependency
-        return None
+    """bm25s's stemmer: store.text.stem over a list of words (the index's terms and the reader's agree)."""
+    return lambda words: [stem(w) for w in words]
 
 
 class LexicalIndexes:

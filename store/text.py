@@ -95,15 +95,32 @@ def content_words(text: str, *, parts: bool = True) -> list[str]:
 
 @lru_cache(maxsize=1)
 def stemmer() -> Callable[[str], str]:
-    """English Snowball stemming (PyStemmer), the stemmer BM25 uses too."""
+    """English Snowball stemming (PyStemmer)."""
     import Stemmer
 
     return Stemmer.Stemmer("english").stemWord  # type: ignore[no-any-return]
 
 
+@lru_cache(maxsize=1)
+def lemmatizer() -> Callable[[str], str]:
+    """A word's dictionary form (simplemma, its English word list): "longest" -> "long", "began" ->
+    "begin", "children" -> "child", "mice" -> "mouse", the forms that Snowball's suffix rules miss.
+    A word it does not know comes back as it is. A lookup, so linear in the word."""
+    import simplemma
+
+    def lemma(word: str) -> str:
+        return str(simplemma.lemmatize(word, lang="en")).lower()
+
+    return lemma
+
+
 @lru_cache(maxsize=65536)
 def stem(word: str) -> str:
-    return stemmer()(word)
+    """The term a lower-cased word becomes: its dictionary form, stemmed. BM25 uses it too
+    (store.lexical), so a question's terms and the index's are the same. Lemma first: "How long
+    may a question be?" matches "Longest question accepted"; stem next: "refunding" and "refunds"
+    still meet at "refund" where the word list has no entry."""
+    return stemmer()(lemmatizer()(word))
 
 
 def terms(text: str, *, parts: bool = True) -> set[str]:

@@ -137,3 +137,18 @@ def test_an_identifier_in_the_question_is_matched_whole_not_by_its_parts():
     index = Bm25Index.build([("a", "mkd_test.docx is 135824 bytes."), ("b", "A test of the parser.")], "g1")
     assert [cid for cid, _ in index.search("mkd_test.docx", 3)] == ["a"]
     assert [cid for cid, _ in index.search("What is the mkd test?", 3)][0] == "a"
+
+
+def test_a_word_matches_the_forms_stemming_misses():
+    # Snowball strips suffixes, so "longest" stayed "longest" and "began" "began": "How long may a
+    # question be?" could not match "Longest question accepted"; the dictionary form comes first
+    assert terms("longest") == terms("long") and terms("biggest") == terms("big")
+    assert terms("began") == terms("begins") and terms("written") == terms("writes")
+    assert terms("children") == terms("child") and terms("mice") == terms("mouse")
+    assert terms("refunding") == terms("refunds") and terms("running") == terms("ran")
+    index = Bm25Index.build(
+        [("a", "Longest question accepted, in characters."), ("b", "Every question is read twice by the model.")],
+        "g1",
+    )
+    assert [cid for cid, _ in index.search("How long may a question be?", 3)][0] == "a"
+    assert index.search("When did it begin?", 3) == []

@@ -430,3 +430,13 @@ def test_a_setting_named_in_the_question_by_its_words_is_read():
     passage = "Every answer names its sources. Set `RAGCORD_ANSWER_MODE` to extract for the fastest bot."
     lead = SentenceSelector(None).select("Which setting changes the answer mode?", hits(passage))
     assert lead is not None and lead.core == "Set `RAGCORD_ANSWER_MODE` to extract for the fastest bot."
+
+
+def test_a_superlative_in_the_passage_answers_the_plain_adjective_of_the_question():
+    passage = (
+        "Every question is read twice: once to retrieve, once to answer. "
+        "The longest question accepted is 600 characters. "
+        "A question may name a document."
+    )
+    lead = SentenceSelector(None, extend=False).select("How long may a question be?", hits(passage))
+    assert lead is not None and lead.core == "The longest question accepted is 600 characters."
