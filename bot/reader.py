@@ -208,7 +208,8 @@ class SentenceSelector:
         if fragment:  # a heading, "It did.": the text after it (whole, or its start below), else the one before
             neighbours = [after] if after is not None else present
         elif self.extend:  # room left in what a member reads first: the better-scoring neighbour that fits
-            neighbours = sorted(present, key=lambda s: -s.score)
+            # (not a heading after it, "2. Chunking.": that heads the next section, not this answer)
+            neighbours = sorted((s for s in present if s is before or not _stub(s.text)), key=lambda s: -s.score)
         else:
             neighbours = []
         room = LEAD_CHARS - TITLE_ROOM

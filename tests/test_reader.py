@@ -440,3 +440,14 @@ def test_a_superlative_in_the_passage_answers_the_plain_adjective_of_the_questio
     )
     lead = SentenceSelector(None, extend=False).select("How long may a question be?", hits(passage))
     assert lead is not None and lead.core == "The longest question accepted is 600 characters."
+
+
+def test_a_heading_after_the_best_sentence_is_not_shown_as_its_neighbour():
+    # "2. Chunking." heads the next section: it is no part of the answer, even when it is the
+    # neighbour that fits (before, it was added whenever it scored better than the other neighbour)
+    passage = (
+        "Encrypted PDFs are opened with the empty password, then with the password you supply.\n\n2. Chunking.\n\nText is cut into chunks of about two hundred tokens."
+    )
+    lead = SentenceSelector(None).select("What does the pdf password setting do?", hits(passage))
+    assert lead is not None and lead.core.startswith("Encrypted PDFs are opened"), lead
+    assert "Chunking" not in lead.text, lead.text
