@@ -446,7 +446,8 @@ def test_a_heading_after_the_best_sentence_is_not_shown_as_its_neighbour():
     # "2. Chunking." heads the next section: it is no part of the answer, even when it is the
     # neighbour that fits (before, it was added whenever it scored better than the other neighbour)
     passage = (
-        "Encrypted PDFs are opened with the empty password, then with the password you supply.\n\n2. Chunking.\n\nText is cut into chunks of about two hundred tokens."
+        "Encrypted PDFs are opened with the empty password, then with the password you supply."
+        "\n\n2. Chunking.\n\nText is cut into chunks of about two hundred tokens."
     )
     lead = SentenceSelector(None).select("What does the pdf password setting do?", hits(passage))
     assert lead is not None and lead.core.startswith("Encrypted PDFs are opened"), lead
