@@ -30,8 +30,9 @@ from store.types import GUILD_SCOPE
 log = logging.getLogger(__name__)
 
 # Bumped when what the index is built from changes (e.g. titles now included; 3: the project's stop words;
-# 4: each chunk's scope; 5: an identifier's words beside it; 6: words in their dictionary form before stemming).
-INDEX_FORMAT = 6
+# 4: each chunk's scope; 5: an identifier's words beside it; 6: words in their dictionary form before stemming;
+# 7: a clipped word as the word it shortens, "docs" as "documents").
+INDEX_FORMAT = 7
 
 # Chunks tokenized at a time while an index is built: only their token ids are kept, so a
 # rebuild over 500k chunks never holds every text at once (bench/README.md, backfill).

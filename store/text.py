@@ -34,7 +34,8 @@ STOPWORDS = frozenset(
         "shall", "may", "might", "must", "have", "has", "had", "having", "i", "you", "he", "she", "we",
         "they", "me", "him", "her", "us", "them", "my", "your", "his", "our", "their", "than", "then", "so",
         "such", "into", "about", "over", "under", "also", "only", "just", "more", "most", "some", "any",
-        "each", "other"
+        "each", "other", "something", "anything", "someone", "anyone", "somebody", "anybody", "somewhere",
+        "anywhere", "somehow", "anyhow", "anyway"
     )
 )  # fmt: skip
 
@@ -58,6 +59,23 @@ _WORD_RE = re.compile(r"\w+", re.UNICODE)
 _IDENTIFIER_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 
 Piece = tuple[str, str]  # (the whitespace before it, the stripped text)
+
+# Clipped words teams write in chat for the words their documents spell out ("How do I add a
+# folder of docs?" against "adds or updates documents"): each is read as the full word on both
+# sides, before its dictionary form. Only clippings with one meaning in technical writing ("dev",
+# "min", "temp" and "auth" have two). No library keeps such a list; WordNet and simplemma do not map them.
+_CLIPPED = {
+    "doc": "document", "docs": "documents", "config": "configuration", "configs": "configurations",
+    "repo": "repository", "repos": "repositories", "info": "information", "admin": "administrator",
+    "admins": "administrators", "dir": "directory", "dirs": "directories", "env": "environment",
+    "msg": "message", "msgs": "messages", "db": "database", "dbs": "databases", "app": "application",
+    "apps": "applications", "pic": "picture", "pics": "pictures", "img": "image", "imgs": "images",
+    "param": "parameter", "params": "parameters", "arg": "argument", "args": "arguments",
+    "var": "variable", "vars": "variables", "perm": "permission", "perms": "permissions",
+    "max": "maximum", "num": "number", "lib": "library", "libs": "libraries", "pkg": "package",
+    "spec": "specification", "specs": "specifications", "stats": "statistics", "pwd": "password",
+    "passwd": "password", "prefs": "preferences",
+}  # fmt: skip
 
 
 def words(text: str) -> list[str]:
@@ -119,8 +137,9 @@ def stem(word: str) -> str:
     """The term a lower-cased word becomes: its dictionary form, stemmed. BM25 uses it too
     (store.lexical), so a question's terms and the index's are the same. Lemma first: "How long
     may a question be?" matches "Longest question accepted"; stem next: "refunding" and "refunds"
-    still meet at "refund" where the word list has no entry."""
-    return stemmer()(lemmatizer()(word))
+    still meet at "refund" where the word list has no entry. A clipped word ("docs") is read as the
+    word it shortens ("documents") first."""
+    return stemmer()(lemmatizer()(_CLIPPED.get(word, word)))
 
 
 def terms(text: str, *, parts: bool = True) -> set[str]:

@@ -152,3 +152,15 @@ def test_a_word_matches_the_forms_stemming_misses():
     )
     assert [cid for cid, _ in index.search("How long may a question be?", 3)][0] == "a"
     assert index.search("When did it begin?", 3) == []
+
+
+def test_a_clipped_word_matches_the_word_it_shortens():
+    # teams write "docs", "config" and "repo" in questions where the documents say "documents",
+    # "configuration" and "repository": "How do I add a folder of docs?" was declined
+    assert terms("docs") == terms("documents") and terms("doc") == terms("document")
+    assert terms("config") == terms("configuration") and terms("repos") == terms("repositories")
+    assert terms("admins") == terms("administrators") and terms("info") == terms("information")
+    index = Bm25Index.build(
+        [("a", "Ingest adds or updates documents."), ("b", "The folder is walked, newest first.")], "g1"
+    )
+    assert [cid for cid, _ in index.search("update docs", 3)][0] == "a"

@@ -452,3 +452,16 @@ def test_a_heading_after_the_best_sentence_is_not_shown_as_its_neighbour():
     lead = SentenceSelector(None).select("What does the pdf password setting do?", hits(passage))
     assert lead is not None and lead.core.startswith("Encrypted PDFs are opened"), lead
     assert "Chunking" not in lead.text, lead.text
+
+
+def test_a_placeholder_word_of_the_question_is_no_evidence():
+    # "something" stands for what is asked, not for a word the answer holds: a sentence that
+    # happens to say "something" led over the one that answers
+    passage = (
+        "If something fails while an answer is written, the bot says so and carries on. "
+        "With the private option only you see the answer the bot gives."
+    )
+    lead = SentenceSelector(None, extend=False).select(
+        "Can I ask the bot something so that only I see the answer?", hits(passage)
+    )
+    assert lead is not None and lead.core.startswith("With the private option"), lead
