@@ -465,3 +465,15 @@ def test_a_placeholder_word_of_the_question_is_no_evidence():
         "Can I ask the bot something so that only I see the answer?", hits(passage)
     )
     assert lead is not None and lead.core.startswith("With the private option"), lead
+
+
+def test_a_table_row_whose_first_cell_names_what_is_asked_leads():
+    # a row is about its first cell: "the default embedding model" is the EMBED_MODEL row, not the
+    # EMBED_BACKEND row whose description also says "embed" and "model"
+    table = (
+        "variable | default | what it does\n"
+        "`RAGCORD_EMBED_BACKEND` | auto | which runtime runs the embed model: torch or onnx\n"
+        "`RAGCORD_EMBED_MODEL` | all-MiniLM-L6-v2 | a sentence-transformers name or folder\n"
+    )
+    lead = SentenceSelector(None).select("What is the default embedding model?", hits(table))
+    assert lead is not None and lead.core.startswith("`RAGCORD_EMBED_MODEL`"), lead
