@@ -109,6 +109,14 @@ def sample_questions(rows: list[dict[str, Any]], limit: int, seed: int) -> list[
     return [rows[i] for i in picked]
 
 
+def extract_service(data_dir: Path) -> RagService:
+    """A fresh extract-mode service (no model) over `data_dir`, for benchmarks that ingest their own files."""
+    settings = bench_settings(data_dir, answer_mode="extract")
+    embedder = SentenceTransformerEmbedder(settings.embed_model, device=settings.embed_device)
+    store = ChromaStore(ChromaLocation(path=data_dir / "chroma"))
+    return RagService(store, embedder, llm_factory=SilentLLM, lexical_dir=data_dir / "lexical", settings=settings)
+
+
 def open_service(args: argparse.Namespace) -> RagService:
     probe = bench_settings(Path("."))
     model = Path(probe.embed_model).name.lower() if probe.embed_model else "all-minilm-l6-v2"

@@ -26,12 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import bench_settings, contains, read_jsonl, setup_logging, table
-from answers import SilentLLM
-
-from bot.service import RagService
-from store.chroma import ChromaLocation, ChromaStore
-from store.embedder import SentenceTransformerEmbedder
+from _common import contains, read_jsonl, setup_logging, table
+from answers import extract_service
 
 ROOT = Path(__file__).resolve().parent.parent
 NS = "docs"
@@ -55,12 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     questions = [q for q in read_jsonl(args.questions) if args.split == "all" or split_of(q["id"]) == args.split]
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
-        settings = bench_settings(data_dir, answer_mode="extract")
-        embedder = SentenceTransformerEmbedder(settings.embed_model, device=settings.embed_device)
-        chroma = ChromaStore(ChromaLocation(path=data_dir / "chroma"))
-        service = RagService(
-            chroma, embedder, llm_factory=SilentLLM, lexical_dir=data_dir / "lexical", settings=settings
-        )
+        service = extract_service(data_dir)
         started = time.perf_counter()
         service.ingest_paths(NS, [ROOT / "README.md", ROOT / "docs"])
         service.prepare_index(NS)

@@ -24,15 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from _common import bench_settings, contains, setup_logging, table
-from answers import SilentLLM
+from _common import contains, setup_logging, table
+from answers import extract_service
 
 import bot.reader as reader
 from bot.reader import SentenceSelector
-from bot.service import RagService
 from ingest.loaders import load_path
-from store.chroma import ChromaLocation, ChromaStore
-from store.embedder import SentenceTransformerEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 SUFFIXES = (".xlsx", ".ods", ".csv", ".tsv")
@@ -102,12 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     questions = [q for f in files for q in questions_of(f, args.per_file)]
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
-        settings = bench_settings(data_dir, answer_mode="extract")
-        embedder = SentenceTransformerEmbedder(settings.embed_model, device=settings.embed_device)
-        store = ChromaStore(ChromaLocation(path=data_dir / "chroma"))
-        service = RagService(
-            store, embedder, llm_factory=SilentLLM, lexical_dir=data_dir / "lexical", settings=settings
-        )
+        service = extract_service(data_dir)
+        settings, embedder = service.settings, service.embedder
         started = time.perf_counter()
         results = service.ingest_paths("tables", files)
         print(f"{len(results)} files ingested in {time.perf_counter() - started:.0f} s", file=sys.stderr)

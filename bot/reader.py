@@ -127,6 +127,11 @@ def _cut_row(row: str, limit: int, asked: set[str]) -> str:
     return shorten(row, limit, around=asked)
 
 
+def _combined(w: Weights, lexical: float, dense: float, rank: float, penalty: float, key: float) -> float:
+    """A sentence's score from its signals (`score` and the benchmarks' `rescore` alike)."""
+    return w.lexical * lexical + w.dense * dense + w.rank * rank - penalty + KEY_CELL_WEIGHT * key
+
+
 def collapse(text: str) -> str:
     return " ".join(text.split())
 
@@ -176,7 +181,7 @@ class SentenceSelector:
                 if header is not None
                 else 0.0
             )
-            score = w.lexical * lexical + w.dense * cosine + w.rank * rank - penalty + KEY_CELL_WEIGHT * key
+            score = _combined(w, lexical, cosine, rank, penalty, key)
             scored.append(ScoredSentence(number, position, text, lexical, cosine, rank, penalty, score, header, key))
         return scored
 
@@ -193,9 +198,7 @@ class SentenceSelector:
 
     def rescore(self, s: ScoredSentence) -> ScoredSentence:
         """The same sentence scored with this selector's weights (benchmarks replay features)."""
-        w = self.weights
-        score = w.lexical * s.lexical + w.dense * s.dense + w.rank * s.rank - s.penalty + KEY_CELL_WEIGHT * s.key
-        return dataclasses.replace(s, score=score)
+        return dataclasses.replace(s, score=_combined(self.weights, s.lexical, s.dense, s.rank, s.penalty, s.key))
 
     def select(self, question: str, hits: Sequence[Hit], query_vector: np.ndarray | None = None) -> Lead | None:
         return self.lead_from(self.score(question, hits, query_vector), hits, question)
