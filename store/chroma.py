@@ -38,13 +38,14 @@ from store.chroma_base import ChromaBase, IndexRecord, mismatch_message, new_col
 from store.chroma_client import ChromaLocation, guarded, parse_host
 from store.chroma_records import batched, chunk_from_record, chunk_metadata, info_metadata
 from store.namespaces import namespace_key
-from store.protocol import ReindexProgress, StoreError, StoreUnavailable
+from store.protocol import ReindexProgress, StoreDamaged, StoreError, StoreUnavailable
 from store.types import Chunk, DocumentInfo, Hit
 
 __all__ = [
     "ChromaLocation",
     "ChromaStore",
     "IndexRecord",
+    "StoreDamaged",
     "StoreError",
     "StoreUnavailable",
     "mismatch_message",
@@ -62,6 +63,24 @@ class ChromaStore(ChromaBase):
     vectors this process passes to `query` and `add_chunks`; None skips the check
     (tools that only list or forget documents).
     """
+
+    # -- a damaged vector index (store/chroma_repair.py) ---------------------------------
+    def _repair_damaged(self) -> bool:
+        """Rebuild damaged collections if this process can (embedded, with the encoder)."""
+        if self.location.host or self.location.path is None or self.embed_check is None or not self.encoder:
+            return False
+        from store.chroma_repair import repair
+
+        return repair(self)
+
+    def _repair_pending(self) -> None:
+        """A repair that stopped half-way left its note: finish it before any read (its vectors are gone)."""
+        from store.chroma_repair import NOTE, damaged_message
+
+        if self.location.host or self.location.path is None or not (self.location.path / NOTE).exists():
+            return
+        if not self._repair_damaged():
+            raise StoreDamaged(damaged_message(self.location.describe, " and its rebuild did not finish"))
 
     # -- writing ----------------------------------------------------------------------
     def writer(self, ns: str) -> AbstractContextManager[None]:

@@ -100,6 +100,13 @@ class ChromaBase:
         self._generations.clear()
         self._live_ids.clear()
 
+    def _repair_damaged(self) -> bool:
+        """Rebuild a damaged vector index if this store can; ChromaStore can (store/chroma_repair.py)."""
+        return False
+
+    def _repair_pending(self) -> None:
+        """Finish a rebuild that stopped half-way, before any read; ChromaStore does."""
+
     @guarded
     def _reopen(self) -> None:
         """Replace this store's client so queries see other processes' writes (embedded mode)."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from store.protocol import StoreError, StoreUnavailable
+from store.protocol import StoreDamaged, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,24 @@ def parse_host(host: str, default_port: int) -> tuple[str, int, bool]:
     return bare, default_port, ssl
 
 
+# Chroma's words when an embedded collection's vector index on disk cannot be read (store/chroma_repair.py)
+_DAMAGED = re.compile(r"hnsw segment (?:reader|writer)|loading hnsw index|pickle file", re.IGNORECASE)
+
+
+def is_damaged(exc: BaseException) -> bool:
+    """A collection's vector index on disk is unreadable: retrying cannot help, rebuilding does."""
+    from chromadb.errors import InternalError
+
+    return isinstance(exc, InternalError) and bool(_DAMAGED.search(str(exc)))
+
+
 def is_transient(exc: BaseException) -> bool:
     """A failure that may pass: the server unreachable, a timeout, a server-side error."""
     import httpx
     from chromadb.errors import InternalError, RateLimitError
 
+    if is_damaged(exc):
+        return False
     if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError | InternalError | RateLimitError):
         return True
     text = str(exc)
@@ -156,6 +169,10 @@ class _Guarded(Protocol):
 
     def _after_reopen(self) -> None: ...
 
+    def _repair_damaged(self) -> bool: ...
+
+    def _repair_pending(self) -> None: ...
+
 
 S = TypeVar("S", bound=_Guarded)
 
@@ -186,6 +203,8 @@ def _with_retries(store: _Guarded, run: Callable[[], R]) -> R:
     from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
     from tenacity.wait import wait_exponential
 
+    from store.chroma_repair import damaged_message
+
     conn = store._conn
 
     def before(_state: Any) -> None:
@@ -201,11 +220,17 @@ def _with_retries(store: _Guarded, run: Callable[[], R]) -> R:
         if conn.client is None:
             raise StoreUnavailable(f"{conn.location.describe} is unreachable")
         try:
+            store._repair_pending()
             return run()
         except Exception as exc:
             if is_transient(exc):
                 conn.broken = True
-            raise
+            if not is_damaged(exc):
+                raise
+            log.error("%s: a vector index is damaged", conn.location.describe, exc_info=True)
+            if not store._repair_damaged():
+                raise StoreDamaged(damaged_message(conn.location.describe)) from exc
+        return run()  # once more, on the rebuilt index
 
     retrying = Retrying(
         stop=stop_after_attempt(RETRY_ATTEMPTS) | stop_after_delay(RETRY_WITHIN_S),

@@ -38,6 +38,17 @@ class StoreUnavailable(StoreError):
 STORE_OUTAGE_NOTICE = "The document store is unreachable right now. Please try again in a minute."
 
 
+# What a user is told when the index needs the rebuild that only a process with the encoder does.
+STORE_DAMAGED_NOTICE = "The document index is damaged and needs a repair; an admin finds what to do in the log."
+
+
+class StoreDamaged(StoreError):
+    """A collection's vector index on disk is unreadable (a process was killed while Chroma saved it).
+
+    The texts are intact; a process that holds the encoder rebuilds the vectors from them
+    (store/chroma_repair.py)."""
+
+
 class EncoderMismatch(StoreError):
     """The namespace was embedded by another encoder than the configured one."""
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from store.chroma import ChromaLocation, ChromaStore
+from store.embedder import encoder_identity
 from tests.fakes import FakeEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +73,7 @@ class Check:
     unexpected: int = 0  # a version that is neither the previous one nor the new one
     unanswerable: int = 0
     versions: dict[int, int] = field(default_factory=dict)
+    repaired: int = 0  # vector indexes this reader found damaged and rebuilt (not a failure)
 
     @property
     def failures(self) -> int:
@@ -79,10 +81,21 @@ class Check:
 
 
 def check_store(location: ChromaLocation, allowed: dict[int, set[int]]) -> Check:
-    """What a fresh reader sees: every document once, at one allowed version, answerable."""
-    store = ChromaStore(location)
+    """What the next process (the bot, an ingest: it loads the encoder) sees: every document once,
+    at one allowed version, answerable. A kill inside Chroma's own save of its vector index
+    leaves that index unreadable; this process rebuilds it (tests/test_store_damage.py)."""
     embedder = FakeEmbedder()
+    store = ChromaStore(location, encoder=encoder_identity(embedder))
+    store.embed_check = embedder.embed
     out = Check()
+    repair = store._repair_damaged
+
+    def counted() -> bool:
+        done = repair()
+        out.repaired += done
+        return done
+
+    store._repair_damaged = counted  # type: ignore[method-assign]
     try:
         docs = store.documents(NS)
         seen: dict[int, int] = {}
@@ -157,6 +170,7 @@ class KillReport:
     details: list[str] = field(default_factory=list)
     leftovers_after_recovery: int = 0
     run_s: float = 0.0
+    repairs: int = 0
 
 
 def sigkill_trials(tmp: Path, trials: int, seed: int = 12) -> KillReport:
@@ -178,6 +192,7 @@ def sigkill_trials(tmp: Path, trials: int, seed: int = 12) -> KillReport:
         proc.communicate()
         check = check_store(location, {i: {committed[i], trial} for i in range(DOCS)})
         report.trials += 1
+        report.repairs += check.repaired
         if check.failures:
             report.failures += 1
             report.details.append(f"trial {trial}: {check}")
@@ -197,7 +212,8 @@ def test_sigkill_of_an_ingest_at_random_moments_loses_and_mixes_nothing(tmp_path
     print(
         f"\nSIGKILL of an ingest: {report.trials} trials ({report.killed_mid_run} killed mid-run), "
         f"{report.failures} with a lost, duplicated or mixed document; uninterrupted run {report.run_s:.2f} s; "
-        f"leftovers after the next run {report.leftovers_after_recovery}"
+        f"leftovers after the next run {report.leftovers_after_recovery}; "
+        f"vector indexes found damaged and rebuilt {report.repairs}"
     )
     assert report.failures == 0, report.details
     assert report.killed_mid_run >= trials // 2  # most kills land inside the run, not after it
