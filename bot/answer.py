@@ -30,7 +30,7 @@ from bot.llm import LLM, GenerationParams, LLMError
 from bot.prompts import PASSAGE_CHARS, STOP, answer_messages
 from bot.reader import SURE_LEXICAL, Lead, SentenceSelector
 from bot.repetition import stop_when_degenerate
-from store.protocol import STORE_OUTAGE_NOTICE, EncoderMismatch, StoreUnavailable
+from store.protocol import STORE_DAMAGED_NOTICE, STORE_OUTAGE_NOTICE, EncoderMismatch, StoreDamaged, StoreUnavailable
 from store.retrieval import Retriever
 from store.text import content_words, terms
 from store.types import Hit
@@ -245,6 +245,10 @@ class Answerer:
         except StoreUnavailable:  # an outage is said as one, never as "nothing found"
             log.warning("retrieval failed: the store is unreachable", exc_info=True)
             answer.status, answer.note = "failed", STORE_OUTAGE_NOTICE
+            return Prepared(answer, [], None, done=True)
+        except StoreDamaged:
+            log.error("retrieval failed: the store's vector index is damaged", exc_info=True)
+            answer.status, answer.note = "failed", STORE_DAMAGED_NOTICE
             return Prepared(answer, [], None, done=True)
         except EncoderMismatch:
             log.error("retrieval refused: the namespace was embedded by another encoder", exc_info=True)

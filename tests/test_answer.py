@@ -187,6 +187,28 @@ def test_a_store_outage_is_said_as_one_not_as_nothing_found(service, docs_dir, f
     assert "127.0.0.1" not in answer.note and fake_llm.calls == []
 
 
+def test_a_damaged_index_that_cannot_be_rebuilt_here_is_said_without_internals(
+    service, docs_dir, fake_llm, monkeypatch
+):
+    from store.protocol import STORE_DAMAGED_NOTICE, StoreDamaged
+
+    service.ingest_paths(NS, [docs_dir])
+    monkeypatch.setattr(service.store, "_repair_damaged", lambda: False)  # as on a Chroma server
+
+    def damaged(*args, **kwargs):
+        from chromadb.errors import InternalError
+
+        raise InternalError("Error constructing hnsw segment reader: Error deserializing pickle file: EOF")
+
+    col = service.store._chunks(NS)
+    monkeypatch.setattr(type(col), "query", damaged)
+    with pytest.raises(StoreDamaged):
+        service.store.query(NS, service.embedder.embed_query("refunds"), 3)
+    answer = service.ask(NS, "How long do refunds take?")
+    assert answer.status == "failed" and answer.note == STORE_DAMAGED_NOTICE
+    assert "pickle" not in answer.note and fake_llm.calls == []
+
+
 class _FarPassages:
     """A retriever whose passages embed far from the question (cosine `dense`), while the
     sentence `close` embeds at cosine `sentence` to it (every other sentence at 0)."""
