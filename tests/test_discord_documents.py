@@ -228,3 +228,18 @@ async def test_status(tmp_path):
         assert fields["Model"] == "fake-llm" and fields["Documents"] == "1"
         assert int(fields["Chunks"]) >= 1 and fields["Queue"].startswith("0 waiting")
         assert "Uptime" in fields and inter.ephemeral
+
+
+async def test_sources_on_a_damaged_index_says_so_without_internals(tmp_path):
+    from store.protocol import STORE_DAMAGED_NOTICE, StoreDamaged
+
+    async with world(tmp_path, FakeLLM()) as w:
+        w.add_document("handbook.md", HANDBOOK)
+
+        def damaged(*args: object, **kwargs: object) -> None:
+            raise StoreDamaged("the document store's vector index (/srv/data/chroma) is damaged")
+
+        w.service.documents = damaged  # type: ignore[method-assign]
+        [reply] = await w.reply(await w.command(w.alice, "sources"), streamed=False)
+        assert STORE_DAMAGED_NOTICE in reply["content"]
+        assert "/srv" not in reply["content"] and "No documents yet" not in reply["content"]

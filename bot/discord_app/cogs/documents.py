@@ -20,7 +20,7 @@ from bot.discord_app.streaming import NO_MENTIONS, InteractionTarget, StreamingR
 from ingest.fetch import FetchOptions
 from ingest.limits import check_declared_size
 from ingest.loaders import LoadError
-from store.protocol import STORE_OUTAGE_NOTICE, StoreUnavailable
+from store.protocol import STORE_DAMAGED_NOTICE, STORE_OUTAGE_NOTICE, StoreDamaged, StoreUnavailable
 from store.types import GUILD_SCOPE
 
 if TYPE_CHECKING:
@@ -240,6 +240,10 @@ class Documents(commands.Cog):
         except StoreUnavailable:  # an outage is not an empty store
             log.warning("/sources: the store is unreachable", exc_info=True)
             await say(interaction, STORE_OUTAGE_NOTICE)
+            return
+        except StoreDamaged:  # a process without the encoder, or a Chroma server: an admin repairs it
+            log.error("/sources: the store's vector index is damaged", exc_info=True)
+            await say(interaction, STORE_DAMAGED_NOTICE)
             return
         if not docs:
             await say(interaction, "No documents yet. An admin can add files with /ingest.")
