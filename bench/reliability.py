@@ -132,7 +132,8 @@ def main() -> int:
             kills.trials,
             kills.failures,
             f"{kills.killed_mid_run} killed mid-run (run {kills.run_s:.2f} s); 0 lost/mixed/duplicated "
-            f"required; leftovers after the next run: {kills.leftovers_after_recovery}",
+            f"required; leftovers after the next run: {kills.leftovers_after_recovery}; "
+            f"vector indexes rebuilt after a kill: {kills.repairs}",
         )
     )
     for detail in kills.details:
