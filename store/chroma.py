@@ -66,11 +66,14 @@ class ChromaStore(ChromaBase):
 
     # -- a damaged vector index (store/chroma_repair.py) ---------------------------------
     def _repair_damaged(self) -> bool:
-        """Rebuild damaged collections if this process can (embedded, with the encoder)."""
-        if self.location.host or self.location.path is None or self.embed_check is None or not self.encoder:
-            return False
-        from store.chroma_repair import repair
+        """Rebuild damaged collections if this process can (embedded, with the encoder).
 
+        True: the store reads again. A process that cannot rebuild only looks whether
+        another one has rebuilt it meanwhile."""
+        from store.chroma_repair import damaged_now, repair
+
+        if self.location.host or self.location.path is None or self.embed_check is None or not self.encoder:
+            return not damaged_now(self)
         return repair(self)
 
     def _repair_pending(self) -> None:

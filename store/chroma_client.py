@@ -230,7 +230,12 @@ def _with_retries(store: _Guarded, run: Callable[[], R]) -> R:
             log.error("%s: a vector index is damaged", conn.location.describe, exc_info=True)
             if not store._repair_damaged():
                 raise StoreDamaged(damaged_message(conn.location.describe)) from exc
-        return run()  # once more, on the rebuilt index
+        try:
+            return run()  # once more, on the rebuilt index
+        except Exception as exc:
+            if is_damaged(exc):  # the probe saw a sound index, yet this read fails: not ours to mend
+                raise StoreDamaged(damaged_message(conn.location.describe, " and a rebuild did not mend it")) from exc
+            raise
 
     retrying = Retrying(
         stop=stop_after_attempt(RETRY_ATTEMPTS) | stop_after_delay(RETRY_WITHIN_S),

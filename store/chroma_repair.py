@@ -23,7 +23,9 @@ So a process that meets such an error and holds the encoder (the bot, an ingest,
 4. The set-aside folders and the note are removed.
 
 A process without the encoder (or a Chroma server, whose files are not ours)
-changes nothing and raises `StoreDamaged`, saying what repairs it.
+changes nothing and raises `StoreDamaged`, saying what repairs it. Any process that
+meets the damage after another one rebuilt it (it waited for the writer lock, or it
+cannot rebuild) probes again, finds the store sound and reads on.
 
 The folder layout and the two SQLite tables touched (`segments`, `max_seq_id`) are
 chromadb's own and are checked before use: when they are not what this expects,
@@ -61,7 +63,10 @@ def damaged_message(where: str, why: str = "") -> str:
 
 
 def repair(store: ChromaStore) -> bool:
-    """Repair every damaged ragcord collection of an embedded store. True if something was repaired."""
+    """Repair every damaged ragcord collection of an embedded store. True: it reads again.
+
+    Under the writer lock nothing may be damaged any more: another process met the same
+    damage and rebuilt it first. That is True too; the caller reads again."""
     path = store.location.path
     assert path is not None and store.embed_check is not None and store.encoder
     note = path / NOTE
@@ -70,9 +75,10 @@ def repair(store: ChromaStore) -> bool:
     with hold:  # a crashed writer's sweep waits: it reads the collections this repairs
         pending = _read_note(note) | _probe(store)
         if not pending:
+            log.info("no vector index is damaged now (another process rebuilt it); reading again")
             if crashed:
                 store._recover(crashed)
-            return False
+            return True
         log.warning(
             "the vector index of %s is damaged; rebuilding it from the stored texts", ", ".join(sorted(pending))
         )
@@ -93,6 +99,12 @@ def repair(store: ChromaStore) -> bool:
             store._recover(crashed)
     log.warning("rebuilt the vector index of %s", ", ".join(sorted(pending)))
     return True
+
+
+def damaged_now(store: ChromaStore) -> bool:
+    """Whether a ragcord collection reads as damaged now (or a rebuild is half-way)."""
+    path = store.location.path
+    return bool(path is not None and (path / NOTE).exists()) or bool(_probe(store))
 
 
 def _probe(store: ChromaStore) -> set[str]:

@@ -161,3 +161,32 @@ def test_a_repair_killed_half_way_is_finished_by_the_next_process(filled, tmp_pa
         assert hits[0].chunk.doc_id == "d5"
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("with_encoder", [True, False], ids=["with the encoder", "without"])
+def test_damage_already_rebuilt_by_another_process_is_read_again_not_reported(
+    filled, tmp_path, monkeypatch, with_encoder
+):
+    """Two processes meet the damage; the second looks (with the encoder: under the writer lock)
+    after the first rebuilt the index, finds nothing damaged, and must read on, not report damage."""
+    from chromadb.errors import InternalError
+
+    location = copy_of(filled, tmp_path)  # sound: the other process's rebuild is done
+    embedder = encoder()
+    store = open_store(location, embedder if with_encoder else None)
+    try:
+        col = store._chunks(NS)
+        real = type(col).query
+        seen = []
+
+        def damaged_once(self, *args, **kwargs):
+            if not seen:
+                seen.append(1)
+                raise InternalError("Error creating hnsw segment reader: Error deserializing pickle file: EOF")
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(col), "query", damaged_once)
+        hits = store.query(NS, embedder.embed_query("Doc 9\n" + text(9)), 1)
+        assert seen and hits[0].chunk.doc_id == "d9"
+    finally:
+        store.close()
