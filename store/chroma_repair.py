@@ -39,6 +39,7 @@ import logging
 import os
 import shutil
 import sqlite3
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,7 +187,20 @@ def _rebuild(store: ChromaStore, name: str) -> None:
     from store import reindex
 
     assert store.embed_check is not None and store.encoder
-    reindex.rebuild(store, ns, store.embed_check, store.encoder)
+    reindex.rebuild(store, ns, store.embed_check, store.encoder, progress=_logged(name))
+
+
+def _logged(name: str) -> Callable[[int, int], None]:
+    """Progress of a rebuild in the log, every tenth of the way (it can take minutes; nobody watches a bar)."""
+    shown = [-1]
+
+    def progress(done: int, total: int) -> None:
+        tenth = 10 * done // total if total else 10
+        if tenth > shown[0]:
+            shown[0] = tenth
+            log.warning("rebuilding %s: %d of %d chunks re-embedded", name, done, total)
+
+    return progress
 
 
 def _namespace_of(store: ChromaStore, name: str, col: Any) -> str | None:

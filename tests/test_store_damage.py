@@ -84,7 +84,8 @@ def copy_of(filled: tuple[Path, list[Chunk], dict[int, list[str]]], tmp_path: Pa
     return ChromaLocation(path=target)
 
 
-def test_a_truncated_index_is_rebuilt_by_the_next_process_and_nothing_is_lost(filled, tmp_path):
+def test_a_truncated_index_is_rebuilt_by_the_next_process_and_nothing_is_lost(filled, tmp_path, caplog):
+    caplog.set_level("WARNING", logger="store.chroma_repair")
     location = copy_of(filled, tmp_path)
     chunks = filled[1]
     assert len(truncate_id_maps(location.path)) == 2  # the chunks' index and the manifest's
@@ -102,6 +103,9 @@ def test_a_truncated_index_is_rebuilt_by_the_next_process_and_nothing_is_lost(fi
     finally:
         store.close()
     assert not list(location.path.glob("*.damaged*")), "the damaged copies are removed once rebuilt"
+    said = [r.getMessage() for r in caplog.records]
+    assert any("damaged; rebuilding" in m for m in said), said  # the admin learns what happened
+    assert any(f"{DOCS} of {DOCS} chunks re-embedded" in m for m in said), said  # and how far the rebuild is
     reader = open_store(location, None)  # and a process without the encoder reads it again
     try:
         assert len(reader.documents(NS)) == DOCS
