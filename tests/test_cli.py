@@ -112,3 +112,24 @@ def test_ask_prints_the_evidence_first_then_the_checked_answer(service, docs_dir
     after = out.split("Invoices are sent every month. [1]", 1)[1].split("Sources")[0]
     assert after.lower().count("the model's phrasing") == 1, after  # said once, with why: not twice in other words
     assert "did not pass the checks" in after
+
+
+def test_a_crash_in_native_code_leaves_a_traceback_for_the_admin(tmp_path):
+    """llama.cpp, Chroma's Rust core and onnxruntime run native code: a segfault there must
+    leave the Python stack in the log (faulthandler), not only an exit status of -11."""
+    crash = (
+        "import ctypes, sys\n"
+        "import bot.settings\n"
+        "def crash():\n"
+        "    ctypes.string_at(0)  # stands for a native library reading a damaged file\n"
+        "bot.settings.Settings = crash\n"
+        "from bot.cli import main\n"
+        "main(['stats'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGCORD_", "CHROMA_", "DISCORD_"))}
+    env.update(RAGCORD_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-c", crash], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode != 0
+    assert "Segmentation fault" in out.stderr and "in crash" in out.stderr and "cli.py" in out.stderr, out.stderr
