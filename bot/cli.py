@@ -8,6 +8,7 @@ start fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import logging
 import re
@@ -95,10 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # llama.cpp, Chroma's Rust core and onnxruntime are native code: if one of them crashes
     # (a damaged file, a CPU feature), the Python stack goes to stderr, beside the log
     if not faulthandler.is_enabled():
-        try:
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # stderr is not a file (an embedding host)
             faulthandler.enable()
-        except (AttributeError, OSError, ValueError):  # stderr is not a file (an embedding host)
-            pass
     args = _parser().parse_args(argv)
     # a long-running bot logs its life at INFO; one-shot commands only warnings unless -v
     level = logging.INFO if args.verbose or args.command == "bot" else logging.WARNING
