@@ -216,7 +216,11 @@ async def test_a_killed_bot_process_resumes_its_backfill_with_none_missing_and_n
             afters = [int(c.query.get("after", 0)) for c in history_calls(fake, mark, channel)]
             mine = sorted(i for i, (c, _) in killed["messages"].items() if c == channel)
             assert checkpoint in afters or not checkpoint, (channel, checkpoint, afters[:5])
-            assert min(afters) == (mine[-RESCAN:][0] - 1 if mine else 0), (channel, afters[:5])
+            # the live deletion of design's oldest stored message may land before that channel's re-read
+            # picks its newest stored messages (the three channels start side by side): then it is not one
+            window = [mine[-RESCAN:]] + [[i for i in mine if i != int(stored_gone["id"])][-RESCAN:]]
+            allowed = {w[0] - 1 if w else 0 for w in window}
+            assert min(afters) in allowed, (channel, sorted(allowed), afters[:5])
 
         # /index status through the fake, then an answer citing the message: jump link, channel, author, date
         owner, general = world["owner"], channels["general"]
