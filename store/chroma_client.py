@@ -206,6 +206,7 @@ def _with_retries(store: _Guarded, run: Callable[[], R]) -> R:
     from store.chroma_repair import damaged_message
 
     conn = store._conn
+    where, server = conn.location.describe, bool(conn.location.host)
 
     def before(_state: Any) -> None:
         if conn.broken or conn.client is None:
@@ -229,12 +230,12 @@ def _with_retries(store: _Guarded, run: Callable[[], R]) -> R:
                 raise
             log.error("%s: a vector index is damaged", conn.location.describe, exc_info=True)
             if not store._repair_damaged():
-                raise StoreDamaged(damaged_message(conn.location.describe)) from exc
+                raise StoreDamaged(damaged_message(where, server=server)) from exc
         try:
             return run()  # once more, on the rebuilt index
         except Exception as exc:
             if is_damaged(exc):  # the probe saw a sound index, yet this read fails: not ours to mend
-                raise StoreDamaged(damaged_message(conn.location.describe, " and a rebuild did not mend it")) from exc
+                raise StoreDamaged(damaged_message(where, " and a rebuild did not mend it", server=server)) from exc
             raise
 
     retrying = Retrying(

@@ -55,10 +55,18 @@ NOTE = "ragcord-repair.json"
 SET_ASIDE = ".damaged"
 
 
-def damaged_message(where: str, why: str = "") -> str:
-    return (
+def damaged_message(where: str, why: str = "", *, server: bool = False) -> str:
+    said = (
         f"the document store's vector index ({where}) is damaged: a process was probably killed while "
-        f"Chroma saved it{why}. The texts are intact: the next ragcord process that loads the encoder "
+        f"Chroma saved it{why}."
+    )
+    if server:  # its files are the server's: ragcord cannot rebuild them (docs/chroma-server.md)
+        return (
+            f"{said} Every read of that collection fails until the server's folder is fixed: stop the server and "
+            "restore its folder from a backup, or start it on an empty folder and ingest the documents again."
+        )
+    return (
+        f"{said} The texts are intact: the next ragcord process that loads the encoder "
         "(the bot, `ragcord ingest` or `ragcord reindex`) rebuilds it."
     )
 

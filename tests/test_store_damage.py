@@ -194,3 +194,23 @@ def test_damage_already_rebuilt_by_another_process_is_read_again_not_reported(
         assert seen and hits[0].chunk.doc_id == "d9"
     finally:
         store.close()
+
+
+def test_on_a_chroma_server_the_damage_is_reported_with_what_an_admin_does(chroma_server, tmp_path):
+    """A server's files are not ragcord's: it rebuilds nothing there, and says what to do instead
+    of promising a rebuild that will never come."""
+    location = ChromaLocation(host="127.0.0.1", port=chroma_server.port)
+    embedder = encoder()
+    fill(location, embedder)  # 1,100 writes: the server saves the collections' index to its folder
+    chroma_server.kill()
+    assert len(truncate_id_maps(chroma_server.folder)) == 2
+    chroma_server.start()
+    store = open_store(location, embedder)
+    try:
+        with pytest.raises(StoreDamaged) as caught:
+            store.documents(NS)
+    finally:
+        store.close()
+    message = str(caught.value)
+    assert "server" in message and "backup" in message, message
+    assert "rebuilds it" not in message, message
