@@ -228,7 +228,7 @@ def _with_retries(store: _Guarded, run: Callable[[], R]) -> R:
                 conn.broken = True
             if not is_damaged(exc):
                 raise
-            log.error("%s: a vector index is damaged", conn.location.describe, exc_info=True)
+            log.error("%s: a vector index is damaged", where, exc_info=True)
             if not store._repair_damaged():
                 raise StoreDamaged(damaged_message(where, server=server)) from exc
         try:

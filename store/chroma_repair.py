@@ -44,6 +44,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from store.chroma_records import batched
 from store.protocol import StoreDamaged
 
 if TYPE_CHECKING:
@@ -124,7 +127,9 @@ def _probe(store: ChromaStore) -> set[str]:
         if not name.startswith("rc_"):
             continue
         try:
-            store._client.get_collection(name, embedding_function=None).get(limit=1, include=[])
+            col = store._collection(name)
+            if col is not None:  # dropped since it was listed
+                col.get(limit=1, include=[])
         except Exception as exc:
             if not is_damaged(exc):
                 raise
@@ -181,11 +186,10 @@ def _rebuild(store: ChromaStore, name: str) -> None:
         return  # dropped meanwhile (a reindex's leftover swept by a writer)
     if name.endswith("_docs"):
         got = col.get(include=["metadatas", "documents"])
-        ids, metas, docs = list(got["ids"]), list(got["metadatas"]), list(got["documents"])
-        step = store.max_batch_size
-        for start in range(0, len(ids), step):
-            part = slice(start, start + step)
-            col.upsert(ids=ids[part], embeddings=[[0.0]] * len(ids[part]), metadatas=metas[part], documents=docs[part])
+        records = list(zip(got["ids"], got["documents"], got["metadatas"], strict=True))
+        for part in batched(records, store.max_batch_size):
+            ids, docs, metas = (list(column) for column in zip(*part, strict=True))
+            store._write_records(name, ids, docs, metas, np.zeros((len(part), 1), dtype=np.float32))
         return
     ns = _namespace_of(store, name, col)
     if ns is None:

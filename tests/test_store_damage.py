@@ -76,6 +76,17 @@ def filled(tmp_path_factory) -> tuple[Path, list[Chunk], dict[int, list[str]]]:
     return folder, chunks, before
 
 
+def damage_reported(location: ChromaLocation, embedder: FakeEmbedder | None) -> str:
+    """What a process that cannot rebuild the damage says when it reads the documents."""
+    store = open_store(location, embedder)
+    try:
+        with pytest.raises(StoreDamaged) as caught:
+            store.documents(NS)
+    finally:
+        store.close()
+    return str(caught.value)
+
+
 def copy_of(filled: tuple[Path, list[Chunk], dict[int, list[str]]], tmp_path: Path) -> ChromaLocation:
     import shutil
 
@@ -117,13 +128,7 @@ def test_a_process_without_the_encoder_says_what_to_do_and_changes_nothing(fille
     location = copy_of(filled, tmp_path)
     truncate_id_maps(location.path)
     before = sorted(p.relative_to(location.path) for p in location.path.rglob("*") if p.is_file())
-    reader = open_store(location, None)
-    try:
-        with pytest.raises(StoreDamaged) as caught:
-            reader.documents(NS)
-    finally:
-        reader.close()
-    message = str(caught.value)
+    message = damage_reported(location, None)
     assert "damaged" in message and "ragcord" in message  # what happened and what rebuilds it
     after = sorted(p.relative_to(location.path) for p in location.path.rglob("*") if p.is_file())
     assert after == before
@@ -205,12 +210,6 @@ def test_on_a_chroma_server_the_damage_is_reported_with_what_an_admin_does(chrom
     chroma_server.kill()
     assert len(truncate_id_maps(chroma_server.folder)) == 2
     chroma_server.start()
-    store = open_store(location, embedder)
-    try:
-        with pytest.raises(StoreDamaged) as caught:
-            store.documents(NS)
-    finally:
-        store.close()
-    message = str(caught.value)
+    message = damage_reported(location, embedder)
     assert "server" in message and "backup" in message, message
     assert "rebuilds it" not in message, message
